@@ -1,0 +1,21 @@
+"""adaptkit: bottleneck adapters (Houlsby et al. 2019) for any HuggingFace transformers model."""
+
+__version__ = "0.1.0"
+
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_adapter, save_adapter  # noqa: E402
+from .config import AdapterConfig  # noqa: E402
+from .errors import (  # noqa: E402
+    AdapterConfigError, AdapterError, BaseModelMismatchError, CheckpointError, TargetModuleError,
+)
+from .model import (  # noqa: E402
+    active_adapter, adapters_disabled, add_adapter, delete_adapter, list_adapters, set_active_adapter,
+)
+from .params import ParameterReport, count_parameters  # noqa: E402
+from .targets import REGISTRY, Site, resolve_sites  # noqa: E402
+
+__all__ = [
+    "AdapterConfig", "AdapterConfigError", "AdapterError", "BaseModelMismatchError", "CheckpointError",
+    "CONFIG_NAME", "ParameterReport", "REGISTRY", "Site", "TargetModuleError", "WEIGHTS_NAME",
+    "active_adapter", "adapters_disabled", "add_adapter", "count_parameters", "delete_adapter",
+    "list_adapters", "load_adapter", "resolve_sites", "save_adapter", "set_active_adapter",
+]

@@ -1,0 +1,109 @@
+"""The adapter configuration: a dataclass that round-trips through JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import AdapterConfigError
+
+PLACEMENTS = ("houlsby", "pfeiffer")
+ACTIVATIONS = ("relu", "gelu", "silu", "swish", "tanh")
+INITS = ("houlsby", "zero")
+
+@dataclass
+class AdapterConfig:
+    """How to build and place bottleneck adapters.
+
+    size: bottleneck width m; or give ``reduction_factor`` r instead and m = d // r.
+    placement: "houlsby" (after the attention output projection and after the feed-forward
+        output, before each residual add) or "pfeiffer" (feed-forward only).
+    target_modules: explicit module names instead of a preset; an entry matches a module whose
+        dotted name equals it or ends with "." + entry; an entry starting with "re:" is a regular
+        expression matched against the whole name.
+    init: "houlsby" (truncated normal, std ``init_std``, cut at 2 std, zero biases: near identity)
+        or "zero" (zero up-projection: the exact identity at the start).
+    train_layernorms / train_head: train every LayerNorm and the task head, as in Houlsby et al.
+    """
+
+    size: int | None = 64
+    reduction_factor: float | None = None
+    placement: str = "houlsby"
+    target_modules: list[str] | None = None
+    activation: str = "gelu"
+    init: str = "houlsby"
+    init_std: float = 1e-2
+    dropout: float = 0.0
+    train_layernorms: bool = True
+    train_head: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reduction_factor is not None:
+            if self.reduction_factor <= 0:
+                raise AdapterConfigError(
+                    f"reduction_factor must be > 0, got {self.reduction_factor}")
+            self.size = None
+        elif self.size is None or not isinstance(self.size, int) or self.size <= 0:
+            raise AdapterConfigError(
+                f"adapter size must be a positive integer, got {self.size!r}; "
+                "pass size=64 (for example) or reduction_factor=16")
+        _check_choice("placement", self.placement, PLACEMENTS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("init", self.init, INITS)
+        if self.target_modules is not None:
+            if isinstance(self.target_modules, str) or not self.target_modules:
+                raise AdapterConfigError(
+                    "target_modules must be a non-empty list of module names, "
+                    f"got {self.target_modules!r}")
+            self.target_modules = list(self.target_modules)
+        if not 0.0 <= self.dropout < 1.0:
+            raise AdapterConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.init_std <= 0:
+            raise AdapterConfigError(f"init_std must be > 0, got {self.init_std}")
+
+    @classmethod
+    def houlsby(cls, size: int = 64, **kwargs: Any) -> "AdapterConfig":
+        """Two adapters per layer (Houlsby et al. 2019)."""
+        return cls(size=size, placement="houlsby", **kwargs)
+
+    @classmethod
+    def pfeiffer(cls, size: int = 64, **kwargs: Any) -> "AdapterConfig":
+        """One adapter per layer, after the feed-forward block (Pfeiffer et al. 2021)."""
+        return cls(size=size, placement="pfeiffer", **kwargs)
+
+    def bottleneck_size(self, hidden_size: int) -> int:
+        """The bottleneck width m for a projection of width ``hidden_size``."""
+        if self.size is not None:
+            return self.size
+        return max(1, int(hidden_size // self.reduction_factor))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AdapterConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AdapterConfigError(
+                f"unknown adapter config field(s) {unknown}; valid fields: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AdapterConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AdapterConfigError(f"adapter config is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise AdapterConfigError("adapter config JSON must be an object")
+        return cls.from_dict(data)
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise AdapterConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

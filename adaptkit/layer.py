@@ -1,0 +1,62 @@
+"""The bottleneck adapter module and the hook that applies it to a projection's output."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import AdapterConfig
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh,
+}
+
+
+class BottleneckAdapter(nn.Module):
+    """``h + up(dropout(act(down(h))))``: 2·m·d + m + d parameters (Houlsby et al. 2019)."""
+
+    def __init__(self, hidden_size: int, config: AdapterConfig,
+                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        bottleneck = config.bottleneck_size(hidden_size)
+        self.down = nn.Linear(hidden_size, bottleneck, device=device, dtype=dtype)
+        self.act = _ACTIVATIONS[config.activation]()
+        self.dropout = nn.Dropout(config.dropout)
+        self.up = nn.Linear(bottleneck, hidden_size, device=device, dtype=dtype)
+        self.reset_parameters(config)
+
+    @torch.no_grad()
+    def reset_parameters(self, config: AdapterConfig) -> None:
+        """Start near (houlsby) or exactly at (zero) the identity function."""
+        std = config.init_std
+        for linear in (self.down, self.up):
+            nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+            nn.init.zeros_(linear.bias)
+        if config.init == "zero":
+            nn.init.zeros_(self.up.weight)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.up(self.dropout(self.act(self.down(hidden))))
+
+
+class AdapterSlot(nn.Module):
+    """Holds the named adapters of one projection and applies the active one to its output.
+
+    It is attached as a child of the projection (so adapters follow the model's device and dtype
+    and keep the original parameter names intact) and runs from a forward hook, so the
+    projection keeps its class: transformers 5 records outputs by module class.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.adapters = nn.ModuleDict()
+        self.active: str | None = None
+
+    def hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
+        if self.active is None:
+            return output
+        adapter = self.adapters[self.active]
+        if isinstance(output, tuple):
+            return (adapter(output[0]),) + output[1:]
+        return adapter(output)

@@ -1,0 +1,94 @@
+"""Which parameters are adapters, LayerNorms, the task head or the rest, and how many train."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+SLOT_ATTR = "adaptkit"
+ADAPTER_MARK = f".{SLOT_ATTR}.adapters."
+CATEGORIES = ("adapters", "layernorms", "head", "other")
+
+
+def is_norm(module: nn.Module) -> bool:
+    """LayerNorm and RMSNorm, including model-specific classes such as T5LayerNorm."""
+    return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.endswith(
+        ("LayerNorm", "RMSNorm"))
+
+
+def adapter_parameter_names(model: nn.Module, adapter: str | None = None) -> list[str]:
+    """Parameters of all adapters, or of the one named ``adapter``."""
+    mark = ADAPTER_MARK + (f"{adapter}." if adapter else "")
+    return [n for n, _ in model.named_parameters() if mark in n]
+
+
+def layernorm_parameter_names(model: nn.Module) -> list[str]:
+    """Parameters of every norm layer outside the task head."""
+    head = set(head_parameter_names(model))
+    return [f"{mod_name}.{p_name}" if mod_name else p_name
+            for mod_name, module in model.named_modules() if is_norm(module)
+            for p_name, _ in module.named_parameters(recurse=False)
+            if (f"{mod_name}.{p_name}" if mod_name else p_name) not in head]
+
+
+def head_parameter_names(model: nn.Module) -> list[str]:
+    """Parameters outside ``model.base_model`` (a classifier, a score layer).
+
+    Weights tied to the backbone (a language-model head tied to the embeddings) are reported
+    once under their backbone name, so they never count as head.
+    """
+    base = getattr(model, "base_model", model)
+    if base is model:
+        return []
+    prefix = next((n for n, m in model.named_modules() if m is base), "")
+    return [n for n, _ in model.named_parameters() if not n.startswith(prefix + ".")]
+
+
+@dataclass
+class ParameterReport:
+    """Total and trainable parameter counts per category."""
+
+    total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    trainable: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+
+    @property
+    def total_count(self) -> int:
+        return sum(self.total.values())
+
+    @property
+    def trainable_count(self) -> int:
+        return sum(self.trainable.values())
+
+    @property
+    def trainable_percent(self) -> float:
+        return 100.0 * self.trainable_count / max(1, self.total_count)
+
+    def to_dict(self) -> dict:
+        return {"total": self.total_count, "trainable": self.trainable_count,
+                "trainable_percent": round(self.trainable_percent, 4),
+                "by_category": {c: {"total": self.total[c], "trainable": self.trainable[c]}
+                                for c in CATEGORIES}}
+
+    def __str__(self) -> str:
+        rows = [f"{'category':<12}{'trainable':>14}{'total':>14}{'% of model':>12}"]
+        for cat in CATEGORIES:
+            rows.append(f"{cat:<12}{self.trainable[cat]:>14,}{self.total[cat]:>14,}"
+                        f"{100.0 * self.trainable[cat] / max(1, self.total_count):>11.3f}%")
+        rows.append(f"{'all':<12}{self.trainable_count:>14,}{self.total_count:>14,}"
+                    f"{self.trainable_percent:>11.3f}%")
+        return "\n".join(rows)
+
+
+def count_parameters(model: nn.Module) -> ParameterReport:
+    """Counts per category, each tensor once (tied weights are not counted twice)."""
+    categories = {n: "adapters" for n in adapter_parameter_names(model)}
+    categories.update((n, "head") for n in head_parameter_names(model) if n not in categories)
+    categories.update((n, "layernorms") for n in layernorm_parameter_names(model))
+    report = ParameterReport()
+    for name, param in model.named_parameters():
+        category = categories.get(name, "other")
+        report.total[category] += param.numel()
+        if param.requires_grad:
+            report.trainable[category] += param.numel()
+    return report

@@ -1,0 +1,201 @@
+"""Where adapters go: a registry per model type, a structural fallback, or explicit names.
+
+Every resolution returns a list of ``Site`` (module name, kind, width). Nothing is adapted
+silently by halves: each block must get every requested kind of adapter, and every explicit
+name must match, or a ``TargetModuleError`` lists the candidate module names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .config import AdapterConfig
+from .errors import TargetModuleError
+
+ATTENTION, FFN, CUSTOM = "attention", "ffn", "custom"
+
+_BERT_LIKE = {ATTENTION: r"\.attention\.output\.dense$", FFN: r"\.layer\.\d+\.output\.dense$"}
+_LLAMA_LIKE = {ATTENTION: r"\.self_attn\.o_proj$", FFN: r"\.mlp\.down_proj$"}
+
+#: model_type -> regular expression per adapter kind, searched in full module names.
+REGISTRY: dict[str, dict[str, str]] = {
+    "bert": _BERT_LIKE,
+    "roberta": _BERT_LIKE,
+    "xlm-roberta": _BERT_LIKE,
+    "electra": _BERT_LIKE,
+    "deberta-v2": _BERT_LIKE,
+    "distilbert": {ATTENTION: r"\.attention\.out_lin$", FFN: r"\.ffn\.lin2$"},
+    # ALBERT shares one layer across depth: one adapter per shared layer, applied at every depth.
+    "albert": {ATTENTION: r"\.attention\.dense$", FFN: r"\.ffn_output$"},
+    "gpt2": {ATTENTION: r"\.attn\.c_proj$", FFN: r"\.mlp\.c_proj$"},
+    "gpt_neox": {ATTENTION: r"\.attention\.dense$", FFN: r"\.mlp\.dense_4h_to_h$"},
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "phi": {ATTENTION: r"\.self_attn\.dense$", FFN: r"\.mlp\.fc2$"},
+    "opt": {ATTENTION: r"\.self_attn\.out_proj$", FFN: r"\.layers\.\d+\.fc2$"},
+    "t5": {ATTENTION: r"\.(SelfAttention|EncDecAttention)\.o$", FFN: r"\.DenseReluDense\.wo$"},
+    "bart": {ATTENTION: r"\.(self_attn|encoder_attn)\.out_proj$", FFN: r"\.layers\.\d+\.fc2$"},
+    "vit": {ATTENTION: r"\.attention\.o_proj$", FFN: r"\.mlp\.fc2$"},
+}
+
+PLACEMENT_KINDS = {"houlsby": (ATTENTION, FFN), "pfeiffer": (FFN,)}
+
+
+@dataclass(frozen=True)
+class Site:
+    """One projection that gets an adapter on its output."""
+
+    name: str
+    kind: str
+    width: int
+
+
+def output_width(module: nn.Module) -> int | None:
+    """The output width of a Linear-like projection, or None for any other module."""
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if isinstance(module, Conv1D):
+        return module.nf
+    return None
+
+
+def input_width(module: nn.Module) -> int:
+    return module.in_features if isinstance(module, nn.Linear) else module.weight.shape[0]
+
+
+def resolve_sites(model: nn.Module, config: AdapterConfig) -> list[Site]:
+    """The projections to adapt, by explicit names, the registry, or the structural fallback."""
+    if config.target_modules is not None:
+        return _explicit_sites(model, config.target_modules)
+    kinds = PLACEMENT_KINDS[config.placement]
+    blocks = find_blocks(model)
+    if not blocks:
+        raise TargetModuleError(
+            f"no transformer blocks found in {type(model).__name__}: adaptkit looks for a "
+            "ModuleList of identical layers. Name the projections to adapt with "
+            "AdapterConfig(target_modules=[...]); candidates: " + _candidates(model))
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in REGISTRY:
+        sites = _registry_sites(model, REGISTRY[model_type], kinds)
+    else:
+        sites = _structural_sites(model, blocks, _hidden_size(model), kinds)
+    _check_every_block_adapted(model, blocks, sites, kinds, model_type)
+    return sites
+
+
+def find_blocks(model: nn.Module) -> list[str]:
+    """Names of the transformer blocks: children of the outermost ModuleLists of same-class
+    layers that hold projections (encoder and decoder stacks both count)."""
+    lists = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if len({type(child) for child in module}) != 1:
+            continue
+        if sum(output_width(m) is not None for m in module[0].modules()) < 2:
+            continue
+        if any(name.startswith(outer + ".") for outer in lists):
+            continue
+        lists.append(name)
+    return [f"{name}.{i}" for name in lists for i in range(len(model.get_submodule(name)))]
+
+
+def _projections(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    root = model.get_submodule(prefix) if prefix else model
+    base = prefix + "." if prefix else ""
+    return [(base + n, m) for n, m in root.named_modules() if output_width(m) is not None]
+
+
+def _registry_sites(model: nn.Module, patterns: dict[str, str], kinds: tuple[str, ...]) -> list[Site]:
+    sites = []
+    for name, module in _projections(model):
+        for kind in kinds:
+            if re.search(patterns[kind], name):
+                sites.append(Site(name, kind, output_width(module)))
+    return sites
+
+
+def _structural_sites(model: nn.Module, blocks: list[str], hidden: int,
+                      kinds: tuple[str, ...]) -> list[Site]:
+    """Per block: the last hidden-width projection under each attention module, and the
+    projections that bring the feed-forward's wider activations back to the hidden width."""
+    sites = []
+    for block in blocks:
+        last_in_attention: dict[str, tuple[str, nn.Module]] = {}
+        for name, module in _projections(model, block):
+            if output_width(module) != hidden:
+                continue
+            attention = _attention_ancestor(name[len(block) + 1:])
+            if attention is not None:
+                last_in_attention[attention] = (name, module)
+            elif FFN in kinds and input_width(module) > hidden:
+                sites.append(Site(name, FFN, hidden))
+        if ATTENTION in kinds:
+            sites.extend(Site(name, ATTENTION, hidden) for name, _ in last_in_attention.values())
+    return sites
+
+
+def _attention_ancestor(relative_name: str) -> str | None:
+    parts = relative_name.split(".")[:-1]
+    for depth in range(len(parts), 0, -1):
+        if re.search(r"att", parts[depth - 1], re.IGNORECASE):
+            return ".".join(parts[:depth])
+    return None
+
+
+def _hidden_size(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    if config is not None:
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        hidden = getattr(text_config, "hidden_size", None)
+        if isinstance(hidden, int):
+            return hidden
+    widths = Counter(output_width(m) for _, m in _projections(model))
+    return widths.most_common(1)[0][0]
+
+
+def _check_every_block_adapted(model: nn.Module, blocks: list[str], sites: list[Site],
+                               kinds: tuple[str, ...], model_type: str | None) -> None:
+    for kind in kinds:
+        covered = {b for b in blocks for s in sites if s.kind == kind and s.name.startswith(b + ".")}
+        missing = [b for b in blocks if b not in covered]
+        if missing:
+            raise TargetModuleError(
+                f"could not find the {kind} output projection in {len(missing)} of {len(blocks)} "
+                f"blocks of this {model_type or type(model).__name__} model (first: {missing[0]}). "
+                "Name the projections with AdapterConfig(target_modules=[...]); candidates: "
+                + _candidates(model))
+
+
+def _explicit_sites(model: nn.Module, targets: list[str]) -> list[Site]:
+    modules = dict(model.named_modules())
+    sites: dict[str, Site] = {}
+    for target in targets:
+        if target.startswith("re:"):
+            pattern = re.compile(target[3:])
+            matched = [n for n in modules if n and pattern.fullmatch(n)]
+        else:
+            matched = [n for n in modules if n == target or n.endswith("." + target)]
+        usable = [n for n in matched if output_width(modules[n]) is not None]
+        if not usable:
+            why = ("matches no module" if not matched
+                   else "matches only modules that are not Linear/Conv1D projections")
+            raise TargetModuleError(
+                f"target module {target!r} {why}; candidates: " + _candidates(model))
+        for name in usable:
+            sites.setdefault(name, Site(name, CUSTOM, output_width(modules[name])))
+    return list(sites.values())
+
+
+def _candidates(model: nn.Module) -> str:
+    """Projection names with layer indices folded to N, so the list stays readable."""
+    seen: dict[str, None] = {}
+    for name, _ in _projections(model):
+        seen.setdefault(re.sub(r"\.\d+\.", ".N.", name), None)
+    return ", ".join(seen) if seen else "(the model has no Linear/Conv1D projections)"

@@ -1,0 +1,129 @@
+"""Checkpoint files: contents, atomic writes, and every way a bad checkpoint is refused."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import adaptkit
+from adaptkit.atomic import sha256_file
+from tiny_models import logits, tiny_inputs, tiny_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="rte")
+    adaptkit.save_adapter(model, tmp_path / "rte")
+    return tmp_path / "rte"
+
+
+def rewrite_tensors(directory, change):
+    """Edit the tensor file and record its new checksum, so only the edit itself is wrong."""
+    path = directory / adaptkit.WEIGHTS_NAME
+    tensors = load_file(path)
+    change(tensors)
+    save_file(tensors, path)
+    meta = json.loads((directory / adaptkit.CONFIG_NAME).read_text())
+    meta["files"][adaptkit.WEIGHTS_NAME]["sha256"] = sha256_file(path)
+    (directory / adaptkit.CONFIG_NAME).write_text(json.dumps(meta))
+
+
+def test_checkpoint_holds_only_what_trained_and_describes_the_base(saved):
+    meta = json.loads((saved / adaptkit.CONFIG_NAME).read_text())
+    assert meta["name"] == "rte" and meta["config"]["size"] == 8
+    assert meta["base_model"]["model_type"] == "bert" and meta["base_model"]["fingerprint"]
+    keys = set(load_file(saved / adaptkit.WEIGHTS_NAME))
+    assert all(k.startswith(("adapter:", "task:")) for k in keys)
+    assert any("LayerNorm" in k for k in keys) and any("classifier" in k for k in keys)
+    assert not any("query" in k or "word_embeddings" in k for k in keys)
+    assert not list(saved.glob("*.tmp")), "no temporary files left behind"
+
+
+def test_head_and_layernorms_can_stay_frozen(tmp_path):
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=8, train_layernorms=False, train_head=False))
+    assert adaptkit.count_parameters(model).trainable_count == adaptkit.count_parameters(model).trainable["adapters"]
+    adaptkit.save_adapter(model, tmp_path)
+    assert all(k.startswith("adapter:") for k in load_file(tmp_path / adaptkit.WEIGHTS_NAME))
+
+
+def test_wrong_architecture_is_refused_naming_both(saved):
+    with pytest.raises(adaptkit.BaseModelMismatchError, match=r"trained on .*\(bert.*this model is .*\(roberta"):
+        adaptkit.load_adapter(tiny_model("roberta"), saved)
+
+
+def test_same_architecture_other_weights_is_refused(saved):
+    with pytest.raises(adaptkit.BaseModelMismatchError, match="other pretrained weights"):
+        adaptkit.load_adapter(tiny_model("bert", seed=123), saved)
+
+
+def test_base_in_lower_precision_still_matches(saved):
+    model = tiny_model("bert").to(torch.bfloat16)
+    adaptkit.load_adapter(model, saved)
+    assert {p.dtype for n, p in model.named_parameters() if "adaptkit" in n} == {torch.bfloat16}
+
+
+def test_wrong_number_of_labels_names_the_head(saved):
+    with pytest.raises(adaptkit.CheckpointError, match="this model has 3 labels"):
+        adaptkit.load_adapter(tiny_model("bert", num_labels=3), saved)
+
+
+def test_truncated_tensor_file(saved):
+    path = saved / adaptkit.WEIGHTS_NAME
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(adaptkit.CheckpointError, match="adapter_model.safetensors does not match the checksum.*truncated"):
+        adaptkit.load_adapter(tiny_model("bert"), saved)
+
+
+def test_missing_extra_and_misshapen_tensors(saved):
+    rewrite_tensors(saved, lambda t: t.pop(next(k for k in t if k.endswith("up.bias"))))
+    with pytest.raises(adaptkit.CheckpointError, match="missing"):
+        adaptkit.load_adapter(tiny_model("bert"), saved)
+    rewrite_tensors(saved, lambda t: t.update({"adapter:x:down.bias": torch.zeros(3)}))
+    with pytest.raises(adaptkit.CheckpointError, match="unexpected"):
+        adaptkit.load_adapter(tiny_model("bert"), saved)
+
+
+def test_misshapen_tensor(saved):
+    key = "adapter:bert.encoder.layer.0.output.dense:down.bias"
+    rewrite_tensors(saved, lambda t: t.update({key: torch.zeros(5)}))
+    with pytest.raises(adaptkit.CheckpointError, match=r"has shape \(5,\), this model expects \(8,\)"):
+        adaptkit.load_adapter(tiny_model("bert"), saved)
+
+
+def test_newer_format_and_missing_files(saved, tmp_path):
+    meta = json.loads((saved / adaptkit.CONFIG_NAME).read_text())
+    meta["format_version"] = 99
+    (saved / adaptkit.CONFIG_NAME).write_text(json.dumps(meta))
+    with pytest.raises(adaptkit.CheckpointError, match="newer than this adaptkit"):
+        adaptkit.load_adapter(tiny_model("bert"), saved)
+    with pytest.raises(adaptkit.CheckpointError, match="adapter_config.json not found"):
+        adaptkit.load_adapter(tiny_model("bert"), tmp_path / "nowhere")
+
+
+def test_failed_load_leaves_the_model_untouched(saved):
+    model = tiny_model("bert", num_labels=3)
+    inputs = tiny_inputs(model)
+    before = logits(model, inputs)
+    with pytest.raises(adaptkit.CheckpointError):
+        adaptkit.load_adapter(model, saved)
+    assert adaptkit.list_adapters(model) == {}
+    assert torch.equal(logits(model, inputs), before)
+
+
+def test_interrupted_save_keeps_the_old_checkpoint(saved, monkeypatch):
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="rte")
+    before = (saved / adaptkit.WEIGHTS_NAME).read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("adaptkit.checkpoint.save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        adaptkit.save_adapter(model, saved)
+    assert (saved / adaptkit.WEIGHTS_NAME).read_bytes() == before
+    assert not list(saved.glob(".*tmp"))
+    adaptkit.load_adapter(tiny_model("bert"), saved)
