@@ -1,0 +1,117 @@
+"""The fine-tuning methods compared by trainable-parameter count, all behind one interface.
+
+Each method takes a freshly loaded classifier and decides what trains:
+``adapter`` (adaptkit bottleneck adapters, houlsby or pfeiffer), ``full``, ``top-k`` (the top k
+transformer blocks and the head; k=0 is head-only), ``layernorm`` (LayerNorms and head, the
+paper's ablation), ``lora`` (PEFT LoRA) and ``scratch`` (same architecture, random init,
+everything trained).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from torch import nn
+
+import adaptkit
+from adaptkit.params import head_parameter_names, layernorm_parameter_names
+from adaptkit.targets import find_blocks
+
+METHODS = ("adapter", "full", "top-k", "layernorm", "lora", "scratch")
+
+#: Learning rates in the range of the papers' sweeps (adapters ~1e-4..1e-3, full ~2e-5..5e-5).
+DEFAULT_LR = {"adapter": 5e-4, "full": 3e-5, "top-k": 1e-4, "layernorm": 1e-3, "lora": 5e-4,
+              "scratch": 1e-4}
+
+
+@dataclass
+class MethodSpec:
+    """What trains. Only the fields of the chosen method matter; the rest keep defaults."""
+
+    name: str = "adapter"
+    placement: str = "houlsby"  # adapter
+    size: int = 64  # adapter bottleneck m
+    top_k: int = 0  # top-k
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_targets: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in METHODS:
+            raise ValueError(f"unknown method {self.name!r}; choose one of {', '.join(METHODS)}")
+        if self.top_k < 0:
+            raise ValueError(f"--top-k must be >= 0, got {self.top_k}")
+        if self.lora_rank <= 0:
+            raise ValueError(f"--lora-rank must be > 0, got {self.lora_rank}")
+
+    def relevant(self) -> dict:
+        """The fields that describe this method, for result files and labels."""
+        fields = {"adapter": ("placement", "size"), "top-k": ("top_k",),
+                  "lora": ("lora_rank", "lora_alpha", "lora_targets")}.get(self.name, ())
+        return {"name": self.name, **{f: getattr(self, f) for f in fields}}
+
+    def label(self) -> str:
+        """A short name for tables: ``adapter-houlsby-64``, ``top-2``, ``lora-r8``."""
+        if self.name == "adapter":
+            return f"adapter-{self.placement}-{self.size}"
+        if self.name == "top-k":
+            return f"top-{self.top_k}"
+        if self.name == "lora":
+            return f"lora-r{self.lora_rank}"
+        return self.name
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MethodSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def apply_method(model: nn.Module, spec: MethodSpec, adapter_name: str = "task") -> nn.Module:
+    """Set what trains; returns the model to train (a PEFT wrapper for LoRA)."""
+    if spec.name in ("full", "scratch"):
+        model.requires_grad_(True)
+        return model
+    if spec.name == "adapter":
+        adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=spec.size, placement=spec.placement),
+                             name=adapter_name)
+        return model
+    if spec.name == "lora":
+        return _apply_lora(model, spec)
+    trainable = set(head_parameter_names(model))
+    if spec.name == "layernorm":
+        trainable |= set(layernorm_parameter_names(model))
+    else:
+        trainable |= _top_block_parameters(model, spec.top_k)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+    return model
+
+
+def _top_block_parameters(model: nn.Module, k: int) -> set[str]:
+    blocks = find_blocks(model)
+    if k > len(blocks):
+        raise ValueError(f"--top-k {k} is more than the model's {len(blocks)} transformer blocks")
+    top = blocks[len(blocks) - k:] if k else []
+    return {n for n, _ in model.named_parameters() if any(n.startswith(b + ".") for b in top)}
+
+
+def lora_targets(model: nn.Module, spec: MethodSpec) -> list[str]:
+    """The user's targets, else PEFT's default for the model type; each must match a projection
+    (PEFT silently ignores a target that matches nothing while others match)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+    model_type = model.config.model_type
+    targets = spec.lora_targets or {"distilbert": ["q_lin", "v_lin"]}.get(model_type) or DEFAULTS.get(model_type)
+    if not targets:
+        raise ValueError(f"PEFT has no default LoRA targets for {model_type}; pass --lora-targets")
+    adaptkit.resolve_sites(model, adaptkit.AdapterConfig(target_modules=list(targets)))
+    return list(targets)
+
+
+def _apply_lora(model: nn.Module, spec: MethodSpec) -> nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=spec.lora_rank, lora_alpha=spec.lora_alpha,
+                        lora_dropout=0.1, target_modules=lora_targets(model, spec))
+    return get_peft_model(model, config)

