@@ -1,0 +1,75 @@
+"""sweep.py resumes and skips finished runs; report.py turns results into a table and a plot."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import report  # noqa: E402
+import sweep  # noqa: E402
+
+
+def fake_result(run, score):
+    return {"score": score, "dev": {"validation": {"accuracy": score}}, "wall_seconds": 60.0,
+            "parameters": {"trainable": 1000 * (1 + len(run.label)), "trainable_percent": 1.5, "total": 10**6},
+            "machine": {"cpu": "test cpu", "cores": 2, "gpu": None, "torch": "x", "transformers": "y"},
+            "date": "2026-11-28T00:00:00+00:00"}
+
+
+def test_sweep_runs_each_cell_once_and_resumes(tmp_path, monkeypatch):
+    calls = []
+
+    def execute(run, work_dir, data_dir):
+        calls.append(run.slug)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return fake_result(run, 0.6)
+
+    monkeypatch.setattr(sweep, "execute", execute)
+    argv = ["--preset", "cpu-small", "--results-dir", str(tmp_path), "--tasks", "rte", "--methods", "full", "top-0"]
+    assert sweep.main(argv) == 1, "a failed run makes the sweep exit non-zero"
+    assert len(calls) == 6
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 5
+    with open(tmp_path / "results.jsonl", "a") as handle:
+        handle.write('{"key": "torn')  # a kill in the middle of a write
+    calls.clear()
+    assert sweep.main(argv) == 0
+    assert len(calls) == 1, "only the failed run is retried"
+    calls.clear()
+    assert sweep.main(argv) == 0 and calls == []
+
+
+def test_cli_args_carry_the_method():
+    run = sweep.Run("rte", sweep.adapter(64, "pfeiffer"), 1e-3, 2, 3, loss="cosine", max_train_samples=100)
+    args = run.cli_args()
+    assert args[args.index("--placement") + 1] == "pfeiffer" and args[args.index("--size") + 1] == "64"
+    assert args[args.index("--max-train-samples") + 1] == "100" and run.label == "adapter-pfeiffer-64+cosine"
+
+
+def test_report_writes_table_plot_and_missing_cells(tmp_path):
+    preset = sweep.cpu_small()
+    (tmp_path / "preset.json").write_text(json.dumps({"preset": "cpu-small", "description": preset.description}))
+    chosen = [r for r in preset.runs if r.task in ("rte", "mrpc") and r.label in ("full", "adapter-houlsby-64",
+                                                                               "adapter-houlsby-64+cosine")]
+    for run in chosen:
+        sweep.append_result(tmp_path / "results.jsonl", run, fake_result(run, 0.5 + 0.01 * run.seed))
+    assert report.main([str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| full |" in summary and "52.0 ± 1.0 (3)" in summary
+    assert "## Cosine loss" in summary and "adapter-houlsby-64 | cosine |" in summary
+    assert f"## Missing runs ({len(preset.runs) - len(chosen)})" in summary
+    assert (tmp_path / "score_vs_params.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_on_empty_results(tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_text("")
+    assert report.main([str(tmp_path)]) == 2
+    assert "no results" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("label, fam", [("top-3", "top-k"), ("adapter-houlsby-8", "adapter-houlsby"), ("lora-r8", "lora")])
+def test_families(label, fam):
+    assert report.family(label) == fam
