@@ -104,6 +104,15 @@ def cpu_small() -> Preset:
                   "lr: " + ", ".join(f"{k} {v:g}" for k, v in lrs.items()), runs)
 
 
+def glue_headline() -> Preset:
+    """The README's result: adapters vs full fine-tuning on RTE and MRPC, whole train sets, 3 seeds."""
+    runs = [Run(task, method, lr, seed, 3)
+            for task in ("rte", "mrpc") for seed in (1, 2, 3)
+            for method, lr in (({"name": "full"}, 5e-5), (adapter(64), 1e-3))]
+    return Preset("all-MiniLM-L6-v2; RTE and MRPC, whole train sets, 3 epochs, 3 seeds; batch 32, max length 128; "
+                  "full fine-tuning lr 5e-5, houlsby adapters m=64 lr 1e-3", runs)
+
+
 def paper() -> Preset:
     """Houlsby et al.'s GLUE sweep on BERT-base/large, for GPUs (data from the Hub or --data-dir)."""
     runs = []
@@ -117,7 +126,7 @@ def paper() -> Preset:
                   "epochs {3, 20}; full fine-tuning at lr {2e-5, 3e-5, 5e-5}", runs)
 
 
-PRESETS = {"cpu-small": cpu_small, "paper": paper}
+PRESETS = {"cpu-small": cpu_small, "glue-headline": glue_headline, "paper": paper}
 
 
 def done_keys(results_file: Path) -> set[str]:

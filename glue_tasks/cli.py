@@ -13,6 +13,7 @@ from .data import GlueDataError
 from .losses import LOSSES
 from .methods import DEFAULT_LR, METHODS, MethodSpec
 from .runs import RunError
+from .train import DivergenceError
 from .tasks import TASKS
 
 EXAMPLES = """examples:
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     out = train.add_argument_group("output")
     out.add_argument("--save-full", action="store_true", help="also save the whole model (full/scratch)")
     out.add_argument("--overwrite", action="store_true", help="allow a non-empty --output-dir")
+    out.add_argument("--save-every", type=int, default=0,
+                     help="save the training state every N optimizer steps, besides each epoch's end")
+    out.add_argument("--resume", action="store_true",
+                     help="continue an interrupted run from the state saved in --output-dir (same arguments)")
 
     for name, text in (("eval", "re-score a saved run on the dev set(s) from base model + checkpoint"),
                        ("predict", "write GLUE-server submission files for the task's test split")):
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             from .inference import predict_run
             for path in predict_run(args.run_dir, args.output, args.data_dir, args.model):
                 print(f"wrote {path}")
-    except (GlueDataError, RunError, AdapterError, ValueError, OSError) as exc:
+    except (GlueDataError, RunError, AdapterError, ValueError, OSError, DivergenceError) as exc:
         print(f"adaptkit-glue: error: {exc}", file=sys.stderr)
         return 2
     return 0

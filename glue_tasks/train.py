@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy
 import torch
 import transformers
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -34,6 +34,7 @@ from adaptkit.atomic import write_json_atomic
 from .data import load_split_with_report
 from .losses import TaskLoss
 from .methods import DEFAULT_LR, MethodSpec, apply_method
+from .resume import STATE_FILE, Progress, load_train_state, save_train_state
 from .metrics import compute_metrics, task_score
 from .runs import RESULTS, RUN_CONFIG, check_output_dir, save_trained
 from .tasks import GlueTask, get_task
@@ -70,6 +71,8 @@ class TrainConfig:
     cpu: bool = False
     save_full: bool = False
     overwrite: bool = False
+    resume: bool = False
+    save_every: int = 0  # also save the training state every N optimizer steps (0: at each epoch only)
     skip_bad_rows: bool = False
     trust_remote_code: bool = False
 
@@ -88,6 +91,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The settings a resumed run must share with the run it continues."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("overwrite", "resume", "save_every")}
 
 
 def use_cpu(requested: bool) -> bool:
@@ -195,9 +202,11 @@ def train(cfg: TrainConfig) -> dict:
     task = get_task(cfg.task)
     output_dir = Path(cfg.output_dir)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                              cpu=use_cpu(cfg.cpu))
+                              cpu=use_cpu(cfg.cpu),
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
     if accelerator.is_main_process:
-        check_output_dir(output_dir, cfg.overwrite)
+        check_output_dir(output_dir, cfg.overwrite or cfg.resume)
+        output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     started = time.perf_counter()
 
@@ -233,37 +242,54 @@ def train(cfg: TrainConfig) -> dict:
         f"({parameters.trainable_percent:.2f}% of {parameters.total_count:,}) · {len(train_data):,} train examples"
         + (f" ({train_report.n_skipped} bad rows skipped)" if train_report.n_skipped else ""))
 
-    history, best, best_state, step = [], None, None, 0
-    for epoch in range(1, cfg.epochs + 1):
+    state_path = output_dir / STATE_FILE
+    modules = {"model": accelerator.unwrap_model(model), "loss": loss_fn}
+    progress, best_state = Progress(), None
+    if cfg.resume:
+        progress, best_state = load_train_state(state_path, modules, optimizer, scheduler, cfg.identity())
+        log(f"resuming at epoch {progress.epoch}, batch {progress.batch} (step {progress.step}) from {state_path}")
+
+    def save_state() -> None:
+        if accelerator.is_main_process:
+            save_train_state(state_path, modules, optimizer, scheduler, progress, best_state, cfg.identity())
+
+    for epoch in range(progress.epoch, cfg.epochs + 1):
         model.train()
-        epoch_start, losses = time.perf_counter(), []
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not accelerator.is_local_main_process)
+        train_loader.set_epoch(epoch)
+        epoch_start = time.perf_counter()
+        batches = accelerator.skip_first_batches(train_loader, progress.batch) if progress.batch else train_loader
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", initial=progress.batch, total=len(train_loader),
+                   leave=False, disable=not accelerator.is_local_main_process)
         for batch in bar:
             with accelerator.accumulate(model):
                 labels = batch.pop("labels")
                 loss = loss_fn(model(**batch).logits, labels)
                 if not torch.isfinite(loss):
                     raise DivergenceError(
-                        f"the loss became {loss.item()} at epoch {epoch}, step {step} (learning rate "
-                        f"{scheduler.get_last_lr()[0]:.3g}); lower --lr or use --mixed-precision no")
+                        f"the loss became {loss.item()} at epoch {epoch}, step {progress.step + 1} (learning rate "
+                        f"{scheduler.get_last_lr()[0]:.3g}); lower --lr or use --mixed-precision no"
+                        + (f"; the last good state is {state_path} (--resume)" if state_path.exists() else ""))
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            step += 1
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{numpy.mean(losses[-50:]):.4f}")
+            progress.step, progress.batch = progress.step + 1, progress.batch + 1
+            progress.epoch_losses.append(loss.item())
+            bar.set_postfix(loss=f"{numpy.mean(progress.epoch_losses[-50:]):.4f}")
+            if cfg.save_every and progress.step % cfg.save_every == 0:
+                save_state()
         dev = evaluate_splits(model, dev_loaders, task, accelerator)
-        score = task_score(task, dev)
-        record = {"epoch": epoch, "train_loss": float(numpy.mean(losses)), "dev": dev, "score": score,
-                  "seconds": round(time.perf_counter() - epoch_start, 2)}
-        history.append(record)
-        improved = best is None or score > best["score"]
+        record = {"epoch": epoch, "train_loss": float(numpy.mean(progress.epoch_losses)), "dev": dev,
+                  "score": task_score(task, dev), "seconds": round(time.perf_counter() - epoch_start, 2)}
+        progress.history.append(record)
+        improved = progress.best is None or record["score"] > progress.best["score"]
         if improved:
-            best, best_state = record, _snapshot(accelerator.unwrap_model(model))
+            progress.best, best_state = record, _snapshot(accelerator.unwrap_model(model))
         log(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  {_format_metrics(dev)}"
             f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s")
+        progress.epoch, progress.batch, progress.epoch_losses = epoch + 1, 0, []
+        save_state()
+    best, history = progress.best, progress.history
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
@@ -278,10 +304,10 @@ def train(cfg: TrainConfig) -> dict:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
         results["checkpoint"] = save_trained(unwrapped, cfg.method.name, output_dir, cfg.save_full)
         write_json_atomic(output_dir / RUN_CONFIG, cfg.to_dict())
         write_json_atomic(output_dir / RESULTS, results)
+        state_path.unlink(missing_ok=True)  # the run is complete: the results replace the state
         log(f"best epoch {best['epoch']}: {_format_metrics(best['dev'])} → {output_dir}")
     accelerator.wait_for_everyone()
     return results
