@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import numpy
 import torch
-import transformers
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
@@ -33,6 +31,7 @@ from adaptkit.atomic import write_json_atomic
 
 from .data import load_split_with_report
 from .losses import TaskLoss
+from .machine import machine_info
 from .methods import DEFAULT_LR, MethodSpec, apply_method
 from .resume import STATE_FILE, Progress, load_train_state, save_train_state
 from .metrics import compute_metrics, task_score
@@ -166,19 +165,6 @@ def evaluate_splits(model, loaders: dict[str, DataLoader], task: GlueTask,
         logits, labels = predict_logits(model, loader, accelerator, f"eval {split}")
         results[split] = compute_metrics(task, predictions_from(logits, task), labels)
     return results
-
-
-def machine_info() -> dict:
-    """Where a number was measured: the reader needs it to compare."""
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "adaptkit": adaptkit.__version__,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
