@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from accelerate import Accelerator
 from transformers import AutoTokenizer
 
 from adaptkit.atomic import write_text_atomic
@@ -15,7 +14,7 @@ from .runs import RESULTS, RUN_CONFIG, RunError, read_json, restore_trained
 from .tasks import GlueTask, get_task
 from .train import (
     TrainConfig, evaluate_splits, load_base_model, make_loader, predict_logits, predictions_from, tokenize,
-    use_cpu,
+    make_accelerator,
 )
 
 #: File names the GLUE server expects in a submission zip.
@@ -45,7 +44,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, model: str | 
     run_dir = Path(run_dir)
     cfg, trained = load_run(run_dir, model)
     task = get_task(cfg.task)
-    accelerator = Accelerator(cpu=use_cpu(cfg.cpu))
+    accelerator = make_accelerator(cfg.cpu)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     loaders = {split: make_loader(tokenize(load_split(task, split, data_dir or cfg.data_dir), tokenizer, task,
                                            cfg.max_length), tokenizer, cfg.eval_batch_size, shuffle=False)
@@ -69,7 +68,7 @@ def predict_run(run_dir: str | Path, output: str | Path, data_dir: str | None = 
     if not splits:
         raise GlueDataError(f"no test split of {task.name} under {data_dir}: put {task.dir_name}/test.tsv "
                             "(GLUE layout) there, or pass --data-dir")
-    accelerator = Accelerator(cpu=use_cpu(cfg.cpu))
+    accelerator = make_accelerator(cfg.cpu)
     trained = accelerator.prepare(trained)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     written = []

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -96,9 +97,14 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if k not in ("overwrite", "resume", "save_every")}
 
 
-def use_cpu(requested: bool) -> bool:
-    """CPU when asked, and for several processes without a GPU (torchrun on CPU: gloo)."""
-    return requested or (not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)
+def make_accelerator(cpu: bool, **kwargs) -> Accelerator:
+    """An Accelerator on the CPU when asked, and for several processes without a GPU (torchrun: gloo)."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not several:
+        # Accelerate keeps one process-wide state; a second run in the same process (a notebook,
+        # a test) with other settings would otherwise be refused.
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=cpu or (several and not torch.cuda.is_available()), **kwargs)
 
 
 def default_model() -> str:
@@ -187,9 +193,12 @@ def train(cfg: TrainConfig) -> dict:
     """Fine-tune ``cfg.task`` with ``cfg.method``; returns (and on the main process writes) the results."""
     task = get_task(cfg.task)
     output_dir = Path(cfg.output_dir)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                              cpu=use_cpu(cfg.cpu),
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
+    accelerator = make_accelerator(
+        cfg.cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
+    if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        raise ValueError("--mixed-precision fp16 needs a GPU (on the CPU it would silently run in fp32); "
+                         "use --mixed-precision bf16 on the CPU")
     if accelerator.is_main_process:
         check_output_dir(output_dir, cfg.overwrite or cfg.resume)
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -119,6 +119,11 @@ def test_full_results_only_unless_save_full(tiny_model_dir, rte_dir, tmp_path):
     assert main(["eval", "--run-dir", str(tmp_path / "b")]) == 0
 
 
+def test_bf16_mixed_precision_on_cpu(tiny_model_dir, rte_dir, tmp_path):
+    assert main(train_args(tiny_model_dir, rte_dir, tmp_path / "bf16", "--epochs", "1", "--mixed-precision", "bf16")) == 0
+    assert json.loads((tmp_path / "bf16" / "results.json").read_text())["mixed_precision"] == "bf16"
+
+
 def test_regression_and_cosine_losses_train(tiny_model_dir, rte_dir, tmp_path):
     stsb = write_stsb(tmp_path / "glue")
     assert main(["train", "--task", "stsb", "--model", str(tiny_model_dir), "--data-dir", str(stsb),
@@ -144,6 +149,7 @@ def test_cosine_loss_values():
     (["--task", "stsb", "--loss", "cosine"], "STS-B is a regression task"),
     (["--task", "rte", "--data-dir", "/nonexistent"], "RTE/train.tsv not found"),
     (["--task", "rte", "--epochs", "0"], "--epochs must be >= 1"),
+    (["--task", "rte", "--mixed-precision", "fp16", "--cpu"], "use --mixed-precision bf16 on the CPU"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(tiny_model_dir, tmp_path, capsys, args, message):
     argv = ["train", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "o"), *args]
