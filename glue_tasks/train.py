@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import datasets
 import numpy
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
+from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import (
@@ -131,12 +133,20 @@ def load_base_model(model_name: str, task: GlueTask, pretrained: bool = True,
 
 
 def tokenize(dataset, tokenizer, task: GlueTask, max_length: int):
-    """Truncate to ``max_length``; padding happens per batch in the collator."""
+    """Truncate to ``max_length`` (padding happens per batch in the collator).
+
+    Cached in the datasets cache under a key of the rows' fingerprint (it follows their
+    content), the tokenizer and the length, so a rerun or a sweep tokenizes each split once.
+    """
     def encode(batch):
         return tokenizer(*[batch[f] for f in task.text_fields], truncation=True, max_length=max_length)
 
+    key = Hasher.hash([dataset._fingerprint, type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer),
+                       max_length, task.text_fields])
+    cache = Path(datasets.config.HF_DATASETS_CACHE) / "adaptkit-tokenized" / f"{task.name}-{key}.arrow"
+    cache.parent.mkdir(parents=True, exist_ok=True)
     encoded = dataset.map(encode, batched=True, remove_columns=[*task.text_fields, "idx"],
-                          desc=f"tokenizing {task.name}")
+                          cache_file_name=str(cache), desc=f"tokenizing {task.name}")
     return encoded.rename_column("label", "labels")
 
 

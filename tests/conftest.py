@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="adaptkit-test-datasets-")  # keep the user cache clean
 sys.path.insert(0, str(Path(__file__).parent))
 
 

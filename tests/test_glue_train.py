@@ -134,6 +134,18 @@ def test_regression_and_cosine_losses_train(tiny_model_dir, rte_dir, tmp_path):
         assert json.loads((tmp_path / loss / "results.json").read_text())["loss"] == loss
 
 
+def test_tokenized_splits_are_cached(tiny_model_dir, rte_dir):
+    from transformers import AutoTokenizer
+    from glue_tasks.data import load_split
+    from glue_tasks.train import tokenize
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = load_split("rte", "train", rte_dir)
+    first, again = tokenize(rows, tokenizer, get_task("rte"), 32), tokenize(rows, tokenizer, get_task("rte"), 32)
+    assert first.cache_files and first.cache_files == again.cache_files
+    assert first["input_ids"] == again["input_ids"]
+    assert tokenize(rows, tokenizer, get_task("rte"), 16).cache_files != first.cache_files
+
+
 def test_cosine_loss_values():
     loss = TaskLoss("cosine", num_labels=3, regression=False)
     labels = torch.tensor([0, 2])
