@@ -68,6 +68,8 @@ def aggregate(rows: list[dict]) -> dict[tuple[str, str], dict]:
 def fmt(cell: dict | None) -> str:
     if cell is None:
         return "–"
+    if len(cell["scores"]) == 1:
+        return f"{cell['mean']:.1f} (1)"
     return f"{cell['mean']:.1f} ± {cell['std']:.1f} ({len(cell['scores'])})"
 
 
@@ -100,6 +102,12 @@ def summary_markdown(rows: list[dict], cells: dict, missing: list[str], header: 
         for base in sorted({l.split("+")[0] for l in cosine}, key=sort_key):
             for loss, label in (("ce", base), ("cosine", f"{base}+cosine"), ("cosine+ce", f"{base}+cosine+ce")):
                 out.append(f"| {base} | {loss} | " + " | ".join(fmt(cells.get((t, label))) for t in tasks) + " |")
+    out += ["", "## Every run", "", "| task | method | seed | lr | score | best epoch | wall time |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: (r["task"], sort_key(r["label"]), r["seed"])):
+        result = row["result"]
+        out.append(f"| {row['task']} | {row['label']} | {row['seed']} | {row['lr']:g} | {100 * result['score']:.2f} | "
+                   f"{result['best_epoch']} | {result['wall_seconds'] / 60:.1f} min |")
     out += ["", f"## Missing runs ({len(missing)})", ""]
     out += [f"- {m}" for m in missing[:200]] or ["None: every cell of the grid has its results."]
     return "\n".join(out) + "\n"
@@ -122,6 +130,7 @@ def plot(cells: dict, path: Path) -> None:
             xs, ys, es = zip(*points)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=fam, linestyle="-" if len(xs) > 1 else "none")
         ax.set_xscale("log")
+        ax.margins(x=0.2, y=0.2)
         ax.set_title(task.upper())
         ax.set_xlabel("trainable parameters")
         ax.grid(True, alpha=0.3)

@@ -12,7 +12,7 @@ import sweep  # noqa: E402
 
 
 def fake_result(run, score):
-    return {"score": score, "dev": {"validation": {"accuracy": score}}, "wall_seconds": 60.0,
+    return {"score": score, "best_epoch": 2, "dev": {"validation": {"accuracy": score}}, "wall_seconds": 60.0,
             "parameters": {"trainable": 1000 * (1 + len(run.label)), "trainable_percent": 1.5, "total": 10**6},
             "machine": {"cpu": "test cpu", "cores": 2, "gpu": None, "torch": "x", "transformers": "y"},
             "date": "2026-11-28T00:00:00+00:00"}
@@ -60,6 +60,7 @@ def test_report_writes_table_plot_and_missing_cells(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "| full |" in summary and "52.0 ± 1.0 (3)" in summary
     assert "## Cosine loss" in summary and "adapter-houlsby-64 | cosine |" in summary
+    assert "| rte | full | 2 | 5e-05 | 52.00 | 2 | 1.0 min |" in summary
     assert f"## Missing runs ({len(preset.runs) - len(chosen)})" in summary
     assert (tmp_path / "score_vs_params.png").read_bytes()[:4] == b"\x89PNG"
 
