@@ -135,7 +135,7 @@ def plot(cells: dict, path: Path) -> None:
         ax.set_xlabel("trainable parameters")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("dev score (points)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    axes[0][-1].legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
