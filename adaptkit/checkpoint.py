@@ -41,7 +41,7 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     directory = Path(directory)
     tensors = {f"adapter:{site.name}:{key}": value
                for site in entry.sites
-               for key, value in _slot(model, site.name).adapters[name].state_dict().items()}
+               for key, value in _slot_of(model, site.name).adapters[name].state_dict().items()}
     tensors.update((f"task:{n}", value) for n, value in task_values(model, name).items())
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
@@ -80,7 +80,7 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     add_adapter(model, config, name=name, activate=False, sites=sites)
     with torch.no_grad():
         for site in sites:
-            adapter = _slot(model, site.name).adapters[name]
+            adapter = _slot_of(model, site.name).adapters[name]
             for key, param in adapter.state_dict().items():
                 param.copy_(tensors[f"adapter:{site.name}:{key}"])
     load_task_values(model, name, {k[len("task:"):]: v for k, v in tensors.items() if k.startswith("task:")})
@@ -180,7 +180,7 @@ def _describe(base: dict[str, Any]) -> str:
             f"hidden {base.get('hidden_size')}, {base.get('num_blocks')} blocks)")
 
 
-def _slot(model: nn.Module, site_name: str) -> AdapterSlot:
+def _slot_of(model: nn.Module, site_name: str) -> AdapterSlot:
     return getattr(model.get_submodule(site_name), SLOT_ATTR)
 
 

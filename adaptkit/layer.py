@@ -47,9 +47,8 @@ class AdapterSlot(nn.Module):
     projection keeps its class: transformers 5 records outputs by module class.
     """
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.hidden_size = hidden_size
         self.adapters = nn.ModuleDict()
         self.active: str | None = None
 

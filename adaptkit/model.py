@@ -76,7 +76,7 @@ def add_adapter(model: nn.Module, config: AdapterConfig | None = None, name: str
     sites = resolve_sites(model, config) if sites is None else sites
     for site in sites:
         target = model.get_submodule(site.name)
-        slot = _slot(target, site, state)
+        slot = _slot(target, site.name, state)
         slot.adapters[name] = BottleneckAdapter(site.width, config, device=target.weight.device,
                                                 dtype=target.weight.dtype)
     state.adapters[name] = AdapterEntry(config, list(sites))
@@ -87,12 +87,13 @@ def add_adapter(model: nn.Module, config: AdapterConfig | None = None, name: str
     return sites
 
 
-def _slot(target: nn.Module, site: Site, state: AdapterState) -> AdapterSlot:
+def _slot(target: nn.Module, site_name: str, state: AdapterState) -> AdapterSlot:
+    """The projection's slot, attached with its hook on first use."""
     slot = getattr(target, SLOT_ATTR, None)
     if slot is None:
-        slot = AdapterSlot(site.width)
+        slot = AdapterSlot()
         target.add_module(SLOT_ATTR, slot)
-        state.hooks[site.name] = target.register_forward_hook(slot.hook)
+        state.hooks[site_name] = target.register_forward_hook(slot.hook)
     return slot
 
 
