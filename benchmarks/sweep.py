@@ -195,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = [Run(**{**asdict(r), "model": args.model or r.model, "mixed_precision": args.mixed_precision})
             for r in select(preset.runs, args.tasks, args.methods)]
     finished = done_keys(results_file)
-    todo = [r for r in runs if r.key not in finished][: args.max_runs]
-    print(f"{args.preset}: {preset.description}\n{len(runs)} runs selected, {len(runs) - len(todo)} already "
-          f"done, {len(todo)} to run → {results_file}")
+    pending = [r for r in runs if r.key not in finished]
+    todo = pending[: args.max_runs]
+    print(f"{args.preset}: {preset.description}\n{len(runs)} runs selected, {len(runs) - len(pending)} already "
+          f"done, {len(todo)} to run now → {results_file}")
     if args.dry_run:
         for run in todo:
             print("  ", run.slug)
