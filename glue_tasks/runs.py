@@ -66,15 +66,20 @@ def restore_trained(model: nn.Module, method: str, run_dir: Path) -> nn.Module:
         return PeftModel.from_pretrained(model, str(_need(run_dir / "lora")))
     if method in ("top-k", "layernorm"):
         tensors = load_file(_need(run_dir / PARTIAL_WEIGHTS))
-        params = dict(model.named_parameters())
-        unknown = sorted(set(tensors) - set(params))
+        unknown = sorted(set(tensors) - {n for n, _ in model.named_parameters()})
         if unknown:
             raise RunError(f"{run_dir / PARTIAL_WEIGHTS} holds tensors this model lacks: {unknown[:3]}")
-        with torch.no_grad():
-            for name, value in tensors.items():
-                params[name].copy_(value)
+        copy_into(model, tensors)
         return model
     raise RunError(f"method {method} keeps no small checkpoint; it is evaluated from {run_dir / 'model'}")
+
+
+@torch.no_grad()
+def copy_into(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy named tensors into the model's parameters of the same names, in place."""
+    params = dict(model.named_parameters())
+    for name, value in tensors.items():
+        params[name].copy_(value)
 
 
 def _need(path: Path) -> Path:

@@ -38,7 +38,7 @@ from .machine import machine_info
 from .methods import DEFAULT_LR, MethodSpec, apply_method
 from .resume import STATE_FILE, Progress, load_train_state, save_train_state
 from .metrics import compute_metrics, task_score
-from .runs import RESULTS, RUN_CONFIG, check_output_dir, save_trained
+from .runs import RESULTS, RUN_CONFIG, check_output_dir, copy_into, save_trained
 from .tasks import GlueTask, get_task
 
 HUB_DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -187,13 +187,6 @@ def _snapshot(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@torch.no_grad()
-def _restore(model, snapshot: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for name, value in snapshot.items():
-        params[name].copy_(value)
-
-
 def _format_metrics(dev: dict[str, dict[str, float]]) -> str:
     return "  ".join(f"{split.replace('validation', 'dev')} " + " ".join(f"{k} {100 * v:.2f}" for k, v in m.items())
                      for split, m in dev.items())
@@ -298,7 +291,7 @@ def train(cfg: TrainConfig) -> dict:
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
-    _restore(unwrapped, best_state)
+    copy_into(unwrapped, best_state)
     results = {
         "task": task.name, "method": cfg.method.relevant(), "label": cfg.method.label(), "model": cfg.model,
         "seed": cfg.seed, "loss": cfg.loss, "lr": cfg.lr, "epochs": cfg.epochs,
