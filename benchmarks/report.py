@@ -5,7 +5,7 @@
 Per task: mean ± std over seeds of the task score (the mean of its GLUE metrics, in points);
 per method: trainable parameters (count and % of the model) and the GLUE average over the
 tasks it ran; the best adapter size per task; the cosine-loss rows; and every grid cell that
-has no result yet.
+has no result yet. A ``notes.md`` beside results.jsonl is copied under the header.
 """
 
 from __future__ import annotations
@@ -140,6 +140,14 @@ def plot(cells: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def overridden_key(run, overrides: dict) -> str:
+    """The key a preset run has in results.jsonl once the sweep's --model / --mixed-precision apply."""
+    fields = json.loads(run.key)
+    fields["mixed_precision"] = overrides["mixed_precision"]
+    fields["model"] = overrides.get("model") or fields["model"]
+    return json.dumps(fields, sort_keys=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results_dir", type=Path, help="folder holding results.jsonl (and preset.json)")
@@ -149,17 +157,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no results in {args.results_dir / 'results.jsonl'}", file=sys.stderr)
         return 2
     meta = json.loads((args.results_dir / "preset.json").read_text())
+    overrides = meta.get("overrides") or {"mixed_precision": rows[0]["mixed_precision"]}
     done = done_keys(args.results_dir / "results.jsonl")
-    mp = rows[0]["mixed_precision"]
-    grid = [r for r in PRESETS[meta["preset"]]().runs]
-    missing = [r.slug for r in grid if json.dumps({**json.loads(r.key), "mixed_precision": mp}, sort_keys=True) not in done]
-    first = rows[0]["result"]
-    machine = first["machine"]
+    grid = PRESETS[meta["preset"]]().runs
+    missing = [r.slug for r in grid if overridden_key(r, overrides) not in done]
+    machine = rows[0]["result"]["machine"]
+    hours = sum(r["result"]["wall_seconds"] for r in rows) / 3600
     header = (f"# {meta['preset']}: score vs trainable parameters\n\n{meta['description']}.\n\n"
               f"Machine: {machine['cpu']} ({machine['cores']} threads), GPU: {machine['gpu'] or 'none'}, "
-              f"torch {machine['torch']}, transformers {machine['transformers']}; mixed precision: {mp}. "
-              f"Runs dated {min(r['result']['date'] for r in rows)} to {max(r['result']['date'] for r in rows)}; "
-              f"{len(rows)} finished runs of {len(grid)}.")
+              f"torch {machine['torch']}, transformers {machine['transformers']}; mixed precision: "
+              f"{overrides['mixed_precision']}. Runs dated {min(r['result']['date'] for r in rows)} to "
+              f"{max(r['result']['date'] for r in rows)}; {len(rows)} finished runs of {len(grid)}, "
+              f"{hours:.2f} h of run time in all ({meta.get('jobs', 1)} run(s) at a time).")
+    notes = args.results_dir / "notes.md"  # what the numbers alone do not say (how a set was run, gaps)
+    if notes.exists():
+        header += "\n\n" + notes.read_text(encoding="utf-8").strip()
     cells = aggregate(rows)
     (args.results_dir / "summary.md").write_text(summary_markdown(rows, cells, missing, header), encoding="utf-8")
     plot(cells, args.results_dir / "score_vs_params.png")

@@ -21,7 +21,7 @@ def fake_result(run, score):
 def test_sweep_runs_each_cell_once_and_resumes(tmp_path, monkeypatch):
     calls = []
 
-    def execute(run, work_dir, data_dir):
+    def execute(run, work_dir, data_dir, threads=None):
         calls.append(run.slug)
         if len(calls) == 3:
             raise RuntimeError("boom")
@@ -42,11 +42,25 @@ def test_sweep_runs_each_cell_once_and_resumes(tmp_path, monkeypatch):
     assert sweep.main(argv) == 0 and calls == []
 
 
+def test_select_by_task_method_and_seed():
+    runs = sweep.select(sweep.cpu_small().runs, ["rte", "cola"], ["full"], [1])
+    assert [(r.task, r.label, r.seed) for r in runs] == [("rte", "full", 1), ("cola", "full", 1)]
+
+
 def test_cli_args_carry_the_method():
     run = sweep.Run("rte", sweep.adapter(64, "pfeiffer"), 1e-3, 2, 3, loss="cosine", max_train_samples=100)
     args = run.cli_args()
     assert args[args.index("--placement") + 1] == "pfeiffer" and args[args.index("--size") + 1] == "64"
     assert args[args.index("--max-train-samples") + 1] == "100" and run.label == "adapter-pfeiffer-64+cosine"
+    assert args[args.index("--batch-size") + 1] == "32"
+
+
+def test_batch_size_enters_the_key_only_when_not_the_default():
+    """Results recorded before batch_size existed (batch 32) still count as done."""
+    run = sweep.Run("rte", {"name": "full"}, 5e-5, 1, 3)
+    assert "batch_size" not in json.loads(run.key)
+    small = sweep.Run("rte", {"name": "full"}, 5e-5, 1, 3, batch_size=8)
+    assert json.loads(small.key)["batch_size"] == 8 and small.key != run.key
 
 
 def test_report_writes_table_plot_and_missing_cells(tmp_path):
@@ -74,3 +88,38 @@ def test_report_on_empty_results(tmp_path, capsys):
 @pytest.mark.parametrize("label, fam", [("top-3", "top-k"), ("adapter-houlsby-8", "adapter-houlsby"), ("lora-r8", "lora")])
 def test_families(label, fam):
     assert report.family(label) == fam
+
+
+def test_parallel_sweep_writes_each_run_once_and_caps_threads(tmp_path, monkeypatch):
+    seen = []
+
+    def execute(run, work_dir, data_dir, threads=None):
+        seen.append((run.slug, threads))
+        if run.label == "top-0" and run.seed == 2:
+            raise RuntimeError("boom")
+        return fake_result(run, 0.6)
+
+    monkeypatch.setattr(sweep, "execute", execute)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    argv = ["--preset", "cpu-small", "--results-dir", str(tmp_path), "--tasks", "rte", "--methods", "full", "top-0",
+            "--jobs", "4", "--model", "/models/minilm", "--mixed-precision", "bf16"]
+    assert sweep.main(argv) == 1
+    assert sorted(slug for slug, _ in seen) == sorted({slug for slug, _ in seen}) and len(seen) == 6
+    assert {threads for _, threads in seen} == {2}, "8 cores shared by 4 runs"
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and {r["model"] for r in rows} == {"/models/minilm"}
+    meta = json.loads((tmp_path / "preset.json").read_text())
+    assert meta["jobs"] == 4 and meta["overrides"] == {"model": "/models/minilm", "mixed_precision": "bf16"}
+
+    assert report.main([str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    missing = len(sweep.cpu_small().runs) - 5
+    assert f"## Missing runs ({missing})" in summary, "runs under --model/--mixed-precision count as done"
+    assert "- rte-top-0-lr0.01-s2-e2" in summary and "mixed precision: bf16" in summary
+    assert "(4 run(s) at a time)" in summary
+
+
+def test_jobs_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        sweep.main(["--preset", "cpu-small", "--jobs", "0", "--dry-run"])
+    assert "--jobs must be at least 1" in capsys.readouterr().err

