@@ -31,6 +31,7 @@ from typing import Any, Callable
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,8 @@ def base_model(path: str) -> torch.nn.Module:
 
 
 def adaptkit_method(**spec: Any) -> tuple[Callable, Callable, Callable]:
-    """prepare / save / load through glue_tasks, i.e. the code the GLUE runs use."""
+    """prepare / save / load through glue_tasks, i.e. the code the GLUE runs use (save_trained and
+    restore_trained write and read the same checkpoints as ``adaptkit-glue train`` and ``eval``)."""
     def prepare(model):
         if spec["name"] == "adapter":  # as glue_tasks' apply_method does, with train_layernorms open
             import adaptkit
@@ -67,34 +69,19 @@ def adaptkit_method(**spec: Any) -> tuple[Callable, Callable, Callable]:
         return apply_method(model, MethodSpec(**spec))
 
     def save(model, directory: Path) -> None:
-        if spec["name"] == "adapter":
-            import adaptkit
-            adaptkit.save_adapter(model, directory)
-        elif spec["name"] == "lora":
-            model.save_pretrained(directory)
-        elif spec["name"] == "full":
-            model.save_pretrained(directory)
-        else:  # top-k: the trained tensors are the checkpoint
-            from safetensors.torch import save_file
-            save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad},
-                      str(directory / "trained.safetensors"))
+        from glue_tasks.runs import save_trained
+        save_trained(model, spec["name"], directory, save_full=True)
 
     def load(path: str, directory: Path):
         """Returns the model and the seconds the load itself took (a fresh base is built first)."""
         if spec["name"] == "full":
             started = time.perf_counter()
-            return AutoModelForSequenceClassification.from_pretrained(directory), time.perf_counter() - started
+            model = AutoModelForSequenceClassification.from_pretrained(directory / "model")
+            return model, time.perf_counter() - started
+        from glue_tasks.runs import restore_trained
         fresh = base_model(path)
         started = time.perf_counter()
-        if spec["name"] == "adapter":
-            import adaptkit
-            adaptkit.load_adapter(fresh, directory)
-        elif spec["name"] == "lora":
-            from peft import PeftModel
-            fresh = PeftModel.from_pretrained(fresh, directory)
-        else:
-            from safetensors.torch import load_file
-            fresh.load_state_dict(load_file(str(directory / "trained.safetensors")), strict=False)
+        fresh = restore_trained(fresh, spec["name"], directory)
         return fresh, time.perf_counter() - started
     return prepare, save, load
 
@@ -186,11 +173,10 @@ def worker(variant: str, path: str, steps: int, inference_steps: int) -> dict[st
         expected = model(**inputs).logits
     with tempfile.TemporaryDirectory() as tmp:
         save(model, Path(tmp))
-        files = {f.name: f.stat().st_size for f in Path(tmp).iterdir() if f.is_file()}
+        files = {str(f.relative_to(tmp)): f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()}
         loaded, load_seconds = load(path, Path(tmp))
     with torch.inference_mode():
         reloaded_matches = torch.allclose(loaded.eval()(**inputs).logits, expected, atol=1e-5)
-    import transformers
     return {"variant": variant, "transformers": transformers.__version__,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "train_step_s": step_times, "inference_s": inference_times,
