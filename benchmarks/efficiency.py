@@ -34,6 +34,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
+from measure import random_batch, vm_hwm_bytes  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = ROOT / ".venv-adapterhub"
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "efficiency.json"
@@ -127,19 +129,6 @@ VARIANTS: dict[str, Callable[[], tuple[Callable, Callable, Callable]]] = {
 }
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak RSS (VmHWM: unlike ru_maxrss it does not carry a parent's peak over exec)."""
-    status = Path("/proc/self/status").read_text().splitlines()
-    return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
-
-
-def make_batch() -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    return {"input_ids": torch.randint(1000, 30000, (BATCH, SEQ_LEN), generator=gen),
-            "attention_mask": torch.ones(BATCH, SEQ_LEN, dtype=torch.long),
-            "labels": torch.randint(0, 2, (BATCH,), generator=gen)}
-
-
 def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
     """Seconds of each of ``repeats`` calls after ``WARMUP`` untimed ones."""
     times = []
@@ -155,8 +144,8 @@ def worker(variant: str, path: str, steps: int, inference_steps: int) -> dict[st
     torch.set_num_threads(THREADS)
     prepare, save, load = VARIANTS[variant]()
     model = prepare(base_model(path)).train()
-    peak_after_load = peak_rss_bytes()
-    batch = make_batch()
+    peak_after_load = vm_hwm_bytes()
+    batch = random_batch(BATCH, SEQ_LEN)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def train_step() -> None:
@@ -165,7 +154,7 @@ def worker(variant: str, path: str, steps: int, inference_steps: int) -> dict[st
         optimizer.step()
 
     step_times = timed(train_step, steps)
-    peak_after_steps = peak_rss_bytes()
+    peak_after_steps = vm_hwm_bytes()
     model.eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.inference_mode():

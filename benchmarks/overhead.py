@@ -34,9 +34,9 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel  # 
 import adaptkit  # noqa: E402
 from adaptkit.atomic import write_json_atomic  # noqa: E402
 from glue_tasks.machine import machine_info  # noqa: E402
+from measure import TOKEN_RANGE, random_batch, vm_hwm_bytes  # noqa: E402
 
 BATCH, SEQ_LEN = 32, 128
-TOKEN_RANGE = (1000, 30000)
 SEED = 0
 THREADS = 2
 WARMUP = 2
@@ -67,14 +67,6 @@ def load_model(adapter: adaptkit.AdapterConfig | None = None) -> PreTrainedModel
     if adapter is not None:
         adaptkit.add_adapter(model, adapter, name="bench")
     return model
-
-
-def make_batch() -> Batch:
-    """Random token ids: content does not change the cost of a dense encoder."""
-    gen = torch.Generator().manual_seed(SEED)
-    return {"input_ids": torch.randint(*TOKEN_RANGE, (BATCH, SEQ_LEN), generator=gen),
-            "attention_mask": torch.ones(BATCH, SEQ_LEN, dtype=torch.long),
-            "labels": torch.randint(0, 2, (BATCH,), generator=gen)}
 
 
 def train_model(variant: str) -> PreTrainedModel:
@@ -211,21 +203,16 @@ def bench_inference(batch: Batch, steps: int, key: str) -> tuple[dict[str, Any],
 
 
 def peak_rss_bytes() -> dict[str, int]:
-    """This process's peak RSS, two ways.
-
-    ``ru_maxrss`` survives execve on Linux: a child started by a large parent reports the
-    parent's peak until it exceeds it. ``VmHWM`` is the peak of this process's own address
-    space, so it is the number the ratio uses; both are kept as a cross-check."""
-    vm_hwm_kib = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                      if line.startswith("VmHWM:"))
-    return {"vm_hwm_bytes": vm_hwm_kib * 1024,
+    """This process's peak RSS, two ways: ``VmHWM`` is the number the ratio uses, ``ru_maxrss``
+    (which can carry a parent's peak) is kept as a cross-check."""
+    return {"vm_hwm_bytes": vm_hwm_bytes(),
             "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # KiB on Linux
 
 
 def memory_child(variant: str) -> None:
     """In a fresh process: peak RSS after load, and after ``MEMORY_STEPS`` training steps."""
     torch.set_num_threads(THREADS)
-    batch = make_batch()
+    batch = random_batch(BATCH, SEQ_LEN, SEED)
     model = train_model(variant)
     after_load = peak_rss_bytes()
     step = train_step_fn(model, batch)
@@ -306,7 +293,7 @@ def main() -> None:
     started, load_at_start = time.perf_counter(), os.getloadavg()
     memory, memory_ratio = bench_memory()
     sizes, size_ratio = bench_checkpoint()
-    batch = make_batch()
+    batch = random_batch(BATCH, SEQ_LEN, SEED)
     train_stats, train_ratio = bench_training(batch, args.steps)
     inference = {key: bench_inference(batch, args.inference_steps, key) for key in INFERENCE_SIZES}
     ratios = {"train_step_time": train_ratio,
