@@ -11,6 +11,7 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -192,6 +193,68 @@ def _format_metrics(dev: dict[str, dict[str, float]]) -> str:
                      for split, m in dev.items())
 
 
+@dataclass
+class TrainingData:
+    """The loaders a run needs, and what the summary reports about the train split."""
+
+    train_loader: DataLoader
+    dev_loaders: dict[str, DataLoader]
+    train_examples: int
+    skipped_rows: int
+
+
+def eval_loader(data, tokenizer, task: GlueTask, cfg: TrainConfig) -> DataLoader:
+    """A split tokenized and batched in order, for evaluation or prediction."""
+    return make_loader(tokenize(data, tokenizer, task, cfg.max_length), tokenizer, cfg.eval_batch_size, shuffle=False)
+
+
+def load_training_data(cfg: TrainConfig, task: GlueTask, accelerator: Accelerator) -> TrainingData:
+    """Train split (subsampled by the seed when ``max_train_samples`` is set) and dev splits, tokenized.
+
+    The main process tokenizes first, so the others read its cache instead of racing it."""
+    train_report = load_split_with_report(task, "train", cfg.data_dir, cfg.skip_bad_rows)
+    train_data = train_report.dataset
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_data):
+        train_data = train_data.shuffle(seed=cfg.seed).select(range(cfg.max_train_samples))
+    dev_data = {split: load_split_with_report(task, split, cfg.data_dir, cfg.skip_bad_rows).dataset
+                for split in task.dev_splits}
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    with accelerator.main_process_first():
+        train_loader = make_loader(tokenize(train_data, tokenizer, task, cfg.max_length), tokenizer,
+                                   cfg.batch_size, shuffle=True, seed=cfg.seed)
+        dev_loaders = {s: eval_loader(d, tokenizer, task, cfg) for s, d in dev_data.items()}
+    return TrainingData(train_loader, dev_loaders, len(train_data), train_report.n_skipped)
+
+
+def train_epoch(model, loader: DataLoader, loss_fn: TaskLoss, optimizer, scheduler, accelerator: Accelerator,
+                progress: Progress, epoch: int, cfg: TrainConfig, save_state: Callable[[], None],
+                state_path: Path) -> None:
+    """One pass over ``loader`` from ``progress.batch`` on; ``progress`` counts steps and keeps the losses."""
+    model.train()
+    loader.set_epoch(epoch)
+    batches = accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
+    bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", initial=progress.batch, total=len(loader),
+               leave=False, disable=not accelerator.is_local_main_process)
+    for batch in bar:
+        with accelerator.accumulate(model):
+            labels = batch.pop("labels")
+            loss = loss_fn(model(**batch).logits, labels)
+            if not torch.isfinite(loss):
+                raise DivergenceError(
+                    f"the loss became {loss.item()} at epoch {epoch}, step {progress.step + 1} (learning rate "
+                    f"{scheduler.get_last_lr()[0]:.3g}); lower --lr or use --mixed-precision no"
+                    + (f"; the last good state is {state_path} (--resume)" if state_path.exists() else ""))
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        progress.step, progress.batch = progress.step + 1, progress.batch + 1
+        progress.epoch_losses.append(loss.item())
+        bar.set_postfix(loss=f"{numpy.mean(progress.epoch_losses[-50:]):.4f}")
+        if cfg.save_every and progress.step % cfg.save_every == 0:
+            save_state()
+
+
 def train(cfg: TrainConfig) -> dict:
     """Fine-tune ``cfg.task`` with ``cfg.method``; returns (and on the main process writes) the results."""
     task = get_task(cfg.task)
@@ -207,20 +270,7 @@ def train(cfg: TrainConfig) -> dict:
         output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     started = time.perf_counter()
-
-    train_report = load_split_with_report(task, "train", cfg.data_dir, cfg.skip_bad_rows)
-    train_data = train_report.dataset
-    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_data):
-        train_data = train_data.shuffle(seed=cfg.seed).select(range(cfg.max_train_samples))
-    dev_data = {split: load_split_with_report(task, split, cfg.data_dir, cfg.skip_bad_rows).dataset
-                for split in task.dev_splits}
-
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    with accelerator.main_process_first():
-        train_set = tokenize(train_data, tokenizer, task, cfg.max_length)
-        dev_sets = {s: tokenize(d, tokenizer, task, cfg.max_length) for s, d in dev_data.items()}
-    train_loader = make_loader(train_set, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    dev_loaders = {s: make_loader(d, tokenizer, cfg.eval_batch_size, shuffle=False) for s, d in dev_sets.items()}
+    data = load_training_data(cfg, task, accelerator)
 
     model = load_base_model(cfg.model, task, pretrained=cfg.method.name != "scratch",
                             trust_remote_code=cfg.trust_remote_code)
@@ -229,16 +279,16 @@ def train(cfg: TrainConfig) -> dict:
     loss_fn = TaskLoss(cfg.loss, task.num_labels, task.is_regression, cfg.ce_weight)
     trainable = [p for p in model.parameters() if p.requires_grad] + list(loss_fn.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = math.ceil(len(train_loader) / cfg.grad_accum) * cfg.epochs
+    total_steps = math.ceil(len(data.train_loader) / cfg.grad_accum) * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
 
     loss_fn.to(accelerator.device)
-    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
-    dev_loaders = {s: accelerator.prepare(loader) for s, loader in dev_loaders.items()}
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, data.train_loader, scheduler)
+    dev_loaders = {s: accelerator.prepare(loader) for s, loader in data.dev_loaders.items()}
     log = accelerator.print
     log(f"{task.name} · {cfg.method.label()} · {parameters.trainable_count:,} trainable parameters "
-        f"({parameters.trainable_percent:.2f}% of {parameters.total_count:,}) · {len(train_data):,} train examples"
-        + (f" ({train_report.n_skipped} bad rows skipped)" if train_report.n_skipped else ""))
+        f"({parameters.trainable_percent:.2f}% of {parameters.total_count:,}) · {data.train_examples:,} train examples"
+        + (f" ({data.skipped_rows} bad rows skipped)" if data.skipped_rows else ""))
 
     state_path = output_dir / STATE_FILE
     modules = {"model": accelerator.unwrap_model(model), "loss": loss_fn}
@@ -252,30 +302,9 @@ def train(cfg: TrainConfig) -> dict:
             save_train_state(state_path, modules, optimizer, scheduler, progress, best_state, cfg.identity())
 
     for epoch in range(progress.epoch, cfg.epochs + 1):
-        model.train()
-        train_loader.set_epoch(epoch)
         epoch_start = time.perf_counter()
-        batches = accelerator.skip_first_batches(train_loader, progress.batch) if progress.batch else train_loader
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", initial=progress.batch, total=len(train_loader),
-                   leave=False, disable=not accelerator.is_local_main_process)
-        for batch in bar:
-            with accelerator.accumulate(model):
-                labels = batch.pop("labels")
-                loss = loss_fn(model(**batch).logits, labels)
-                if not torch.isfinite(loss):
-                    raise DivergenceError(
-                        f"the loss became {loss.item()} at epoch {epoch}, step {progress.step + 1} (learning rate "
-                        f"{scheduler.get_last_lr()[0]:.3g}); lower --lr or use --mixed-precision no"
-                        + (f"; the last good state is {state_path} (--resume)" if state_path.exists() else ""))
-                accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            progress.step, progress.batch = progress.step + 1, progress.batch + 1
-            progress.epoch_losses.append(loss.item())
-            bar.set_postfix(loss=f"{numpy.mean(progress.epoch_losses[-50:]):.4f}")
-            if cfg.save_every and progress.step % cfg.save_every == 0:
-                save_state()
+        train_epoch(model, train_loader, loss_fn, optimizer, scheduler, accelerator, progress, epoch, cfg,
+                    save_state, state_path)
         dev = evaluate_splits(model, dev_loaders, task, accelerator)
         record = {"epoch": epoch, "train_loss": float(numpy.mean(progress.epoch_losses)), "dev": dev,
                   "score": task_score(task, dev), "seconds": round(time.perf_counter() - epoch_start, 2)}
@@ -287,7 +316,7 @@ def train(cfg: TrainConfig) -> dict:
             f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s")
         progress.epoch, progress.batch, progress.epoch_losses = epoch + 1, 0, []
         save_state()
-    best, history = progress.best, progress.history
+    best = progress.best
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
@@ -296,7 +325,7 @@ def train(cfg: TrainConfig) -> dict:
         "task": task.name, "method": cfg.method.relevant(), "label": cfg.method.label(), "model": cfg.model,
         "seed": cfg.seed, "loss": cfg.loss, "lr": cfg.lr, "epochs": cfg.epochs,
         "parameters": parameters.to_dict(), "best_epoch": best["epoch"], "dev": best["dev"], "score": best["score"],
-        "history": history, "train_examples": len(train_data), "skipped_rows": train_report.n_skipped,
+        "history": progress.history, "train_examples": data.train_examples, "skipped_rows": data.skipped_rows,
         "wall_seconds": round(time.perf_counter() - started, 2), "num_processes": accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision, "machine": machine_info(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
