@@ -20,10 +20,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep import PRESETS, done_keys  # noqa: E402
 
+SETTINGS = ("lr", "epochs")  # run settings a preset may sweep for one method
 FAMILY_ORDER = ["full", "top-k", "layernorm", "adapter-houlsby", "adapter-pfeiffer", "lora", "scratch"]
 
 
+def settings_apart(rows: list[dict]) -> None:
+    """Where one method ran at several learning rates or epoch counts (an lr sweep, the paper
+    preset), label each setting apart, so that seeds are averaged but settings are not."""
+    seen: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for row in rows:
+        for name in SETTINGS:
+            seen[row["label"]][name].add(row[name])
+    for row in rows:
+        row["label"] += "".join(f" {name}={row[name]:g}" for name in SETTINGS if len(seen[row["label"]][name]) > 1)
+
+
 def family(label: str) -> str:
+    """The plot's line for a label: its method family, and its settings if they were told apart."""
+    base, *settings = label.split(" ")
+    return " ".join([_family(base), *settings])
+
+
+def _family(label: str) -> str:
     if label.startswith("top-"):
         return "top-k"
     if label.startswith("adapter-"):
@@ -33,11 +51,21 @@ def family(label: str) -> str:
     return label
 
 
+def _setting_values(settings: list[str]) -> list[float]:
+    return [float(s.split("=")[1]) for s in settings]
+
+
+def family_rank(fam: str) -> tuple:
+    """Families in FAMILY_ORDER, then any settings told apart, in increasing order."""
+    base, *settings = fam.split(" ")
+    return (FAMILY_ORDER.index(base) if base in FAMILY_ORDER else 99, _setting_values(settings))
+
+
 def sort_key(label: str) -> tuple:
+    label, *settings = label.split(" ")
     base, _, loss = label.partition("+")
     number = int(base.rsplit("-", 1)[1]) if base.rsplit("-", 1)[-1].isdigit() else 0
-    fam = family(base)
-    return (loss, FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else 99, number)
+    return (loss, family_rank(_family(base))[0], number, _setting_values(settings))
 
 
 def load(results_dir: Path) -> list[dict]:
@@ -125,7 +153,7 @@ def plot(cells: dict, path: Path) -> None:
         for (t, label), cell in cells.items():
             if t == task and "+" not in label:
                 by_family[family(label)].append((cell["params"], cell["mean"], cell["std"]))
-        for fam in sorted(by_family, key=lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99):
+        for fam in sorted(by_family, key=family_rank):
             points = sorted(by_family[fam])
             xs, ys, es = zip(*points)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=fam, linestyle="-" if len(xs) > 1 else "none")
@@ -172,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = args.results_dir / "notes.md"  # what the numbers alone do not say (how a set was run, gaps)
     if notes.exists():
         header += "\n\n" + notes.read_text(encoding="utf-8").strip()
+    settings_apart(rows)
     cells = aggregate(rows)
     (args.results_dir / "summary.md").write_text(summary_markdown(rows, cells, missing, header), encoding="utf-8")
     plot(cells, args.results_dir / "score_vs_params.png")

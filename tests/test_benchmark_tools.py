@@ -85,6 +85,24 @@ def test_report_on_empty_results(tmp_path, capsys):
     assert "no results" in capsys.readouterr().err
 
 
+def test_report_keeps_learning_rates_apart(tmp_path):
+    """An lr sweep: seeds are averaged, learning rates are not; each lr is its own row and plot line."""
+    preset = sweep.cpu_small_lr()
+    (tmp_path / "preset.json").write_text(json.dumps({"preset": "cpu-small-lr", "description": preset.description}))
+    houlsby = [r for r in preset.runs if r.label == "adapter-houlsby-64"]
+    assert sorted(r.lr for r in houlsby) == [3e-4, 1e-3, 3e-3] and len({r.key for r in preset.runs}) == 12
+    for run in houlsby:
+        sweep.append_result(tmp_path / "results.jsonl", run, fake_result(run, run.lr * 100))
+    assert report.main([str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    rows = [line for line in summary.splitlines() if line.startswith("| adapter-houlsby-64 lr=")]
+    assert [row.split(" |")[0] for row in rows] == ["| adapter-houlsby-64 lr=0.0003", "| adapter-houlsby-64 lr=0.001",
+                                                    "| adapter-houlsby-64 lr=0.003"]
+    assert "| 3.0 (1) |" in rows[0] and "| 30.0 (1) |" in rows[2], "no averaging across learning rates"
+    assert "## Missing runs (9)" in summary
+    assert report.family("adapter-houlsby-64 lr=0.003") == "adapter-houlsby lr=0.003"
+
+
 @pytest.mark.parametrize("label, fam", [("top-3", "top-k"), ("adapter-houlsby-8", "adapter-houlsby"), ("lora-r8", "lora")])
 def test_families(label, fam):
     assert report.family(label) == fam
