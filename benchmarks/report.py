@@ -163,9 +163,9 @@ def plot(cells: dict, path: Path) -> None:
         ax.set_xlabel("trainable parameters")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("dev score (points)")
-    axes[0][-1].legend(fontsize=8, loc="best")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))  # outside: it hides no point
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def overridden_key(run, overrides: dict) -> str:
