@@ -55,17 +55,21 @@ def _setting_values(settings: list[str]) -> list[float]:
     return [float(s.split("=")[1]) for s in settings]
 
 
+def _family_index(fam: str) -> int:
+    return FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER)
+
+
 def family_rank(fam: str) -> tuple:
     """Families in FAMILY_ORDER, then any settings told apart, in increasing order."""
     base, *settings = fam.split(" ")
-    return (FAMILY_ORDER.index(base) if base in FAMILY_ORDER else 99, _setting_values(settings))
+    return (_family_index(base), _setting_values(settings))
 
 
 def sort_key(label: str) -> tuple:
     label, *settings = label.split(" ")
     base, _, loss = label.partition("+")
     number = int(base.rsplit("-", 1)[1]) if base.rsplit("-", 1)[-1].isdigit() else 0
-    return (loss, family_rank(_family(base))[0], number, _setting_values(settings))
+    return (loss, _family_index(_family(base)), number, _setting_values(settings))
 
 
 def load(results_dir: Path) -> list[dict]:
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = rows[0]["result"]["machine"]
     hours = sum(r["result"]["wall_seconds"] for r in rows) / 3600
     header = (f"# {meta['preset']}: score vs trainable parameters\n\n{meta['description']}.\n\n"
-              f"Machine: {machine['cpu']} ({machine['cores']} threads), GPU: {machine['gpu'] or 'none'}, "
+              f"Machine: {machine['cpu']} ({machine['cores']} cores), GPU: {machine['gpu'] or 'none'}, "
               f"torch {machine['torch']}, transformers {machine['transformers']}; mixed precision: "
               f"{overrides['mixed_precision']}. Runs dated {min(r['result']['date'] for r in rows)} to "
               f"{max(r['result']['date'] for r in rows)}; {len(rows)} finished runs of {len(grid)}, "

@@ -90,6 +90,9 @@ class Preset:
 
 #: cpu-small's run size: 1000 examples (a subsample drawn by the seed), 2 epochs at batch 8.
 SMALL_DATA = {"epochs": 2, "max_train_samples": 1000, "batch_size": 8}
+SMALL_DATA_TEXT = (f"{SMALL_DATA['max_train_samples']} examples of the task's train set (a subsample drawn by the "
+                   f"seed) for {SMALL_DATA['epochs']} epochs at batch {SMALL_DATA['batch_size']} "
+                   f"({SMALL_DATA['max_train_samples'] // SMALL_DATA['batch_size'] * SMALL_DATA['epochs']} updates)")
 
 
 def cpu_small() -> Preset:
@@ -111,16 +114,14 @@ def cpu_small() -> Preset:
     methods += [(adapter(m), lrs["adapter"]) for m in (8, 64, 256)] + [(adapter(64, "pfeiffer"), lrs["adapter"])]
     methods += [({"name": "lora", "lora_rank": 8}, lrs["lora"]), ({"name": "scratch"}, lrs["scratch"])]
     seeds = {"rte": 3, "mrpc": 3, "cola": 3, "stsb": 1, "sst2": 1}  # 3 where the spread matters
-    size = SMALL_DATA
     runs = []
     for task, n_seeds in seeds.items():
         for seed in range(1, n_seeds + 1):
-            runs += [Run(task, method, lr, seed, **size) for method, lr in methods]
+            runs += [Run(task, method, lr, seed, **SMALL_DATA) for method, lr in methods]
             if task in CLASSIFICATION:
                 for method, lr in ((adapter(64), lrs["adapter"]), ({"name": "scratch"}, lrs["scratch"])):
-                    runs += [Run(task, method, lr, seed, loss=loss, **size) for loss in ("cosine", "cosine+ce")]
-    return Preset("all-MiniLM-L6-v2 with little data: each run trains on 1000 examples of the task's train set "
-                  "(a subsample drawn by the seed) for 2 epochs at batch 8 (250 updates), whole dev sets; "
+                    runs += [Run(task, method, lr, seed, loss=loss, **SMALL_DATA) for loss in ("cosine", "cosine+ce")]
+    return Preset(f"all-MiniLM-L6-v2 with little data: each run trains on {SMALL_DATA_TEXT}, whole dev sets; "
                   "3 seeds for RTE, MRPC and CoLA, 1 for STS-B and SST-2; max length 128; "
                   "lr: " + ", ".join(f"{k} {v:g}" for k, v in lrs.items()) + "; sized for about 6 h on 2 CPU "
                   "cores (estimated from the measured cost of full fine-tuning)", runs)
@@ -132,7 +133,7 @@ def cpu_small_lr() -> Preset:
     methods = [adapter(64), adapter(256), adapter(64, "pfeiffer"), {"name": "lora", "lora_rank": 8}]
     lrs = (3e-4, 1e-3, 3e-3)
     runs = [Run("stsb", method, lr, 1, **SMALL_DATA) for method in methods for lr in lrs]
-    return Preset("cpu-small's sizing (1000 examples, 2 epochs, batch 8, seed 1) on STS-B: houlsby m=64 and 256, "
+    return Preset(f"STS-B, seed 1, each run on {SMALL_DATA_TEXT} as in cpu-small: houlsby m=64 and 256, "
                   "pfeiffer m=64 and LoRA r=8 at lr " + ", ".join(f"{lr:g}" for lr in lrs), runs)
 
 
