@@ -61,12 +61,6 @@ def adaptkit_method(**spec: Any) -> tuple[Callable, Callable, Callable]:
     """prepare / save / load through glue_tasks, i.e. the code the GLUE runs use (save_trained and
     restore_trained write and read the same checkpoints as ``adaptkit-glue train`` and ``eval``)."""
     def prepare(model):
-        if spec["name"] == "adapter":  # as glue_tasks' apply_method does, with train_layernorms open
-            import adaptkit
-            config = adaptkit.AdapterConfig(size=spec["size"], placement=spec["placement"],
-                                            train_layernorms=spec.get("train_layernorms", True))
-            adaptkit.add_adapter(model, config, name="task")
-            return model
         from glue_tasks.methods import MethodSpec, apply_method
         return apply_method(model, MethodSpec(**spec))
 

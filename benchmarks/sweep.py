@@ -24,6 +24,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from glue_tasks.methods import MethodSpec
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFICATION = ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")
 
@@ -54,9 +56,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        m = self.method
-        name = {"adapter": lambda: f"adapter-{m['placement']}-{m['size']}", "top-k": lambda: f"top-{m['top_k']}",
-                "lora": lambda: f"lora-r{m['lora_rank']}"}.get(m["name"], lambda: m["name"])()
+        name = MethodSpec.from_dict(self.method).label()
         return name if self.loss == "ce" else f"{name}+{self.loss}"
 
     @property
@@ -71,6 +71,8 @@ class Run:
         for name, flag in flags.items():
             if name in self.method:
                 args += [flag, str(self.method[name])]
+        if self.method.get("train_layernorms") is False:
+            args.append("--freeze-layernorms")
         if self.max_train_samples:
             args += ["--max-train-samples", str(self.max_train_samples)]
         if self.model:

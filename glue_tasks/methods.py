@@ -32,6 +32,7 @@ class MethodSpec:
     name: str = "adapter"
     placement: str = "houlsby"  # adapter
     size: int = 64  # adapter bottleneck m
+    train_layernorms: bool = True  # adapter: train the LayerNorms as Houlsby et al. (False: AdapterHub's default)
     top_k: int = 0  # top-k
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -47,14 +48,15 @@ class MethodSpec:
 
     def relevant(self) -> dict:
         """The fields that describe this method, for result files and labels."""
-        fields = {"adapter": ("placement", "size"), "top-k": ("top_k",),
+        fields = {"adapter": ("placement", "size", "train_layernorms"), "top-k": ("top_k",),
                   "lora": ("lora_rank", "lora_alpha", "lora_targets")}.get(self.name, ())
         return {"name": self.name, **{f: getattr(self, f) for f in fields}}
 
     def label(self) -> str:
-        """A short name for tables: ``adapter-houlsby-64``, ``top-2``, ``lora-r8``."""
+        """A short name for tables: ``adapter-houlsby-64``, ``adapter-houlsby-frozen-ln-64``, ``top-2``,
+        ``lora-r8``. The size comes last, so that the label less its size names the method family."""
         if self.name == "adapter":
-            return f"adapter-{self.placement}-{self.size}"
+            return f"adapter-{self.placement}{'' if self.train_layernorms else '-frozen-ln'}-{self.size}"
         if self.name == "top-k":
             return f"top-{self.top_k}"
         if self.name == "lora":
@@ -73,8 +75,9 @@ def apply_method(model: nn.Module, spec: MethodSpec, adapter_name: str = "task")
         model.requires_grad_(True)
         return model
     if spec.name == "adapter":
-        adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=spec.size, placement=spec.placement),
-                             name=adapter_name)
+        config = adaptkit.AdapterConfig(size=spec.size, placement=spec.placement,
+                                        train_layernorms=spec.train_layernorms)
+        adaptkit.add_adapter(model, config, name=adapter_name)
         return model
     if spec.name == "lora":
         return _apply_lora(model, spec)

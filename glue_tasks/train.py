@@ -226,33 +226,48 @@ def load_training_data(cfg: TrainConfig, task: GlueTask, accelerator: Accelerato
     return TrainingData(train_loader, dev_loaders, len(train_data), train_report.n_skipped)
 
 
-def train_epoch(model, loader: DataLoader, loss_fn: TaskLoss, optimizer, scheduler, accelerator: Accelerator,
-                progress: Progress, epoch: int, cfg: TrainConfig, save_state: Callable[[], None],
-                state_path: Path) -> None:
-    """One pass over ``loader`` from ``progress.batch`` on; ``progress`` counts steps and keeps the losses."""
-    model.train()
-    loader.set_epoch(epoch)
-    batches = accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
-    bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", initial=progress.batch, total=len(loader),
-               leave=False, disable=not accelerator.is_local_main_process)
-    for batch in bar:
-        with accelerator.accumulate(model):
+@dataclass
+class TrainingLoop:
+    """The prepared model and what updates it, so that an epoch needs only its loader and number."""
+
+    model: torch.nn.Module
+    loss_fn: TaskLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    accelerator: Accelerator
+    cfg: TrainConfig
+    save_state: Callable[[], None]
+    state_path: Path
+
+    def run_epoch(self, loader: DataLoader, progress: Progress, epoch: int) -> None:
+        """One pass over ``loader`` from ``progress.batch`` on; ``progress`` counts steps and keeps the losses."""
+        self.model.train()
+        loader.set_epoch(epoch)
+        batches = self.accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
+        bar = tqdm(batches, desc=f"epoch {epoch}/{self.cfg.epochs}", initial=progress.batch, total=len(loader),
+                   leave=False, disable=not self.accelerator.is_local_main_process)
+        for batch in bar:
+            loss = self._step(batch, progress, epoch)
+            progress.step, progress.batch = progress.step + 1, progress.batch + 1
+            progress.epoch_losses.append(loss)
+            bar.set_postfix(loss=f"{numpy.mean(progress.epoch_losses[-50:]):.4f}")
+            if self.cfg.save_every and progress.step % self.cfg.save_every == 0:
+                self.save_state()
+
+    def _step(self, batch: dict, progress: Progress, epoch: int) -> float:
+        with self.accelerator.accumulate(self.model):
             labels = batch.pop("labels")
-            loss = loss_fn(model(**batch).logits, labels)
+            loss = self.loss_fn(self.model(**batch).logits, labels)
             if not torch.isfinite(loss):
                 raise DivergenceError(
                     f"the loss became {loss.item()} at epoch {epoch}, step {progress.step + 1} (learning rate "
-                    f"{scheduler.get_last_lr()[0]:.3g}); lower --lr or use --mixed-precision no"
-                    + (f"; the last good state is {state_path} (--resume)" if state_path.exists() else ""))
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-        progress.step, progress.batch = progress.step + 1, progress.batch + 1
-        progress.epoch_losses.append(loss.item())
-        bar.set_postfix(loss=f"{numpy.mean(progress.epoch_losses[-50:]):.4f}")
-        if cfg.save_every and progress.step % cfg.save_every == 0:
-            save_state()
+                    f"{self.scheduler.get_last_lr()[0]:.3g}); lower --lr or use --mixed-precision no"
+                    + (f"; the last good state is {self.state_path} (--resume)" if self.state_path.exists() else ""))
+            self.accelerator.backward(loss)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+        return loss.item()
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -301,10 +316,10 @@ def train(cfg: TrainConfig) -> dict:
         if accelerator.is_main_process:
             save_train_state(state_path, modules, optimizer, scheduler, progress, best_state, cfg.identity())
 
+    loop = TrainingLoop(model, loss_fn, optimizer, scheduler, accelerator, cfg, save_state, state_path)
     for epoch in range(progress.epoch, cfg.epochs + 1):
         epoch_start = time.perf_counter()
-        train_epoch(model, train_loader, loss_fn, optimizer, scheduler, accelerator, progress, epoch, cfg,
-                    save_state, state_path)
+        loop.run_epoch(train_loader, progress, epoch)
         dev = evaluate_splits(model, dev_loaders, task, accelerator)
         record = {"epoch": epoch, "train_loss": float(numpy.mean(progress.epoch_losses)), "dev": dev,
                   "score": task_score(task, dev), "seconds": round(time.perf_counter() - epoch_start, 2)}

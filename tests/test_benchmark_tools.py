@@ -52,7 +52,9 @@ def test_cli_args_carry_the_method():
     args = run.cli_args()
     assert args[args.index("--placement") + 1] == "pfeiffer" and args[args.index("--size") + 1] == "64"
     assert args[args.index("--max-train-samples") + 1] == "100" and run.label == "adapter-pfeiffer-64+cosine"
-    assert args[args.index("--batch-size") + 1] == "32"
+    assert args[args.index("--batch-size") + 1] == "32" and "--freeze-layernorms" not in args
+    frozen = sweep.Run("rte", {**sweep.adapter(8), "train_layernorms": False}, 1e-3, 2, 1)
+    assert "--freeze-layernorms" in frozen.cli_args() and frozen.label == "adapter-houlsby-frozen-ln-8"
 
 
 def test_batch_size_enters_the_key_only_when_not_the_default():
@@ -103,7 +105,8 @@ def test_report_keeps_learning_rates_apart(tmp_path):
     assert report.family("adapter-houlsby-64 lr=0.003") == "adapter-houlsby lr=0.003"
 
 
-@pytest.mark.parametrize("label, fam", [("top-3", "top-k"), ("adapter-houlsby-8", "adapter-houlsby"), ("lora-r8", "lora")])
+@pytest.mark.parametrize("label, fam", [("top-3", "top-k"), ("adapter-houlsby-8", "adapter-houlsby"), ("lora-r8", "lora"),
+                                        ("adapter-pfeiffer-frozen-ln-64", "adapter-pfeiffer-frozen-ln")])
 def test_families(label, fam):
     assert report.family(label) == fam
 

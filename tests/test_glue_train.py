@@ -43,6 +43,8 @@ def trainable_names(model):
     (MethodSpec("adapter"), lambda n: ".adaptkit.adapters." in n or "LayerNorm" in n or n.startswith("classifier")),
     (MethodSpec("adapter", placement="pfeiffer"),
      lambda n: (".adaptkit.adapters." in n and "attention" not in n) or "LayerNorm" in n or n.startswith("classifier")),
+    (MethodSpec("adapter", train_layernorms=False),
+     lambda n: ".adaptkit.adapters." in n or n.startswith("classifier")),
     (MethodSpec("full"), lambda n: True),
     (MethodSpec("top-k", top_k=0), lambda n: n.startswith("classifier")),
     (MethodSpec("top-k", top_k=1), lambda n: n.startswith(("classifier", "bert.encoder.layer.1."))),
@@ -92,7 +94,8 @@ def test_train_save_eval_predict_end_to_end(tiny_model_dir, rte_dir, tmp_path, c
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
 
 
-@pytest.mark.parametrize("method", [["--method", "layernorm"], ["--method", "top-k", "--top-k", "1"], ["--method", "lora"]])
+@pytest.mark.parametrize("method", [["--method", "layernorm"], ["--method", "top-k", "--top-k", "1"], ["--method", "lora"],
+                                    ["--method", "adapter", "--freeze-layernorms"]])
 def test_small_checkpoints_of_baselines_reproduce_scores(tiny_model_dir, rte_dir, tmp_path, capsys, method):
     out = tmp_path / "run"
     assert main(train_args(tiny_model_dir, rte_dir, out, "--epochs", "1", *method)) == 0
