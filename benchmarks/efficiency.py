@@ -108,6 +108,8 @@ def adapterhub_method(config_name: str) -> tuple[Callable, Callable, Callable]:
     return prepare, save, load
 
 
+#: The names are the keys of the committed efficiency results, so they keep their own scheme
+#: ("adaptkit-houlsby-64-frozen-ln" is the GLUE runs' "adapter-houlsby-frozen-ln-64").
 VARIANTS: dict[str, Callable[[], tuple[Callable, Callable, Callable]]] = {
     "full": lambda: adaptkit_method(name="full"),
     "top-2": lambda: adaptkit_method(name="top-k", top_k=2),

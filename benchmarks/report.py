@@ -124,7 +124,7 @@ def summary_markdown(rows: list[dict], cells: dict, missing: list[str], header: 
                    + " | ".join(fmt(c) for c in own) + f" | {avg} | {secs / 60:.1f} min |")
     out += ["", "## Best adapter size per task (houlsby; the paper chooses per task from {8, 64, 256})", ""]
     for task in tasks:
-        sizes = {l: cells[(task, l)] for l in labels if l.startswith("adapter-houlsby") and (task, l) in cells}
+        sizes = {l: cells[(task, l)] for l in labels if _family(l) == "adapter-houlsby" and (task, l) in cells}
         if sizes:
             best = max(sizes, key=lambda l: sizes[l]["mean"])
             out.append(f"- {task}: {best} ({sizes[best]['mean']:.1f})")

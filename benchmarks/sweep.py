@@ -24,9 +24,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from glue_tasks.methods import MethodSpec
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the glue_tasks the runs use (their PYTHONPATH), installed or not
+from glue_tasks.methods import MethodSpec  # noqa: E402
 CLASSIFICATION = ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")
 
 

@@ -39,14 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_and_model(train)
     method = train.add_argument_group("method (what trains)")
     method.add_argument("--method", default="adapter", choices=METHODS,
-                        help="adapter: bottleneck adapters + LayerNorms + head; full: everything; top-k: top k "
-                             "blocks + head (k=0: head only); layernorm: LayerNorms + head; lora: PEFT LoRA + head; "
-                             "scratch: random init, everything trained")
+                        help="adapter: bottleneck adapters + LayerNorms (unless --freeze-layernorms) + head; "
+                             "full: everything; top-k: top k blocks + head (k=0: head only); layernorm: LayerNorms + "
+                             "head; lora: PEFT LoRA + head; scratch: random init, everything trained")
     method.add_argument("--placement", default="houlsby", choices=["houlsby", "pfeiffer"],
                         help="adapter placement: after attention and feed-forward (houlsby) or feed-forward only")
     method.add_argument("--size", type=int, default=64, help="adapter bottleneck size m")
-    method.add_argument("--freeze-layernorms", dest="train_layernorms", action="store_false",
-                        help="adapter: keep the LayerNorms frozen (AdapterHub's default); Houlsby et al. train them")
+    method.add_argument("--freeze-layernorms", action="store_true",
+                        help="adapter: keep the LayerNorms frozen, as AdapterHub does; Houlsby et al. train them")
     method.add_argument("--top-k", type=int, default=0, help="number of top blocks trained by --method top-k")
     method.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")
     method.add_argument("--lora-alpha", type=int, default=16, help="LoRA scaling alpha")
@@ -101,7 +101,7 @@ def _train_config(args: argparse.Namespace):
     from .train import TrainConfig
 
     spec = MethodSpec(name=args.method, placement=args.placement, size=args.size,
-                      train_layernorms=args.train_layernorms, top_k=args.top_k, lora_rank=args.lora_rank,
+                      train_layernorms=not args.freeze_layernorms, top_k=args.top_k, lora_rank=args.lora_rank,
                       lora_alpha=args.lora_alpha, lora_targets=args.lora_targets)
     fields = {k: v for k, v in vars(args).items()
               if k in TrainConfig.__dataclass_fields__ and k != "method"}

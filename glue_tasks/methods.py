@@ -43,6 +43,8 @@ class MethodSpec:
             raise ValueError(f"unknown method {self.name!r}; choose one of {', '.join(METHODS)}")
         if self.top_k < 0:
             raise ValueError(f"--top-k must be >= 0, got {self.top_k}")
+        if not self.train_layernorms and self.name != "adapter":
+            raise ValueError(f"--freeze-layernorms applies to --method adapter only, not {self.name}")
         if self.lora_rank <= 0:
             raise ValueError(f"--lora-rank must be > 0, got {self.lora_rank}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -69,9 +70,13 @@ def save_train_state(path: Path, modules: dict[str, torch.nn.Module], optimizer,
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def load_train_state(path: Path, modules: dict[str, torch.nn.Module], optimizer, scheduler,
-                     config: dict) -> tuple[Progress, dict[str, torch.Tensor] | None]:
-    """Restore everything ``save_train_state`` wrote; returns the progress and the best tensors."""
+def load_train_state(path: Path, modules: dict[str, torch.nn.Module], optimizer, scheduler, config: dict,
+                     canonical: Callable[[dict], dict] = lambda saved: saved,
+                     ) -> tuple[Progress, dict[str, torch.Tensor] | None]:
+    """Restore everything ``save_train_state`` wrote; returns the progress and the best tensors.
+
+    ``canonical`` brings the saved config to the current form before it is compared with ``config``,
+    so that a state written before a setting existed still matches at that setting's default."""
     if not path.is_file():
         raise ResumeError(f"--resume: no training state at {path}; start the run without --resume")
     try:
@@ -80,7 +85,7 @@ def load_train_state(path: Path, modules: dict[str, torch.nn.Module], optimizer,
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except Exception as exc:  # safetensors raises its own types for a damaged file
         raise ResumeError(f"--resume: {path} is unreadable ({exc}); start again without --resume") from None
-    saved = json.loads(metadata["config"])
+    saved = canonical(json.loads(metadata["config"]))
     changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
     if changed:
         raise ResumeError(f"--resume: the run in {path.parent} was started with other settings ({', '.join(changed)}); "

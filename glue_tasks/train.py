@@ -20,6 +20,7 @@ import datasets
 import numpy
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.scheduler import AcceleratedScheduler
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from datasets.fingerprint import Hasher
@@ -98,6 +99,12 @@ class TrainConfig:
     def identity(self) -> dict:
         """The settings a resumed run must share with the run it continues."""
         return {k: v for k, v in self.to_dict().items() if k not in ("overwrite", "resume", "save_every")}
+
+    @classmethod
+    def canonical_identity(cls, saved: dict) -> dict:
+        """A saved identity in today's form: settings added since it was written take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known}).identity()
 
 
 def make_accelerator(cpu: bool, **kwargs) -> Accelerator:
@@ -233,7 +240,7 @@ class TrainingLoop:
     model: torch.nn.Module
     loss_fn: TaskLoss
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: AcceleratedScheduler
     accelerator: Accelerator
     cfg: TrainConfig
     save_state: Callable[[], None]
@@ -309,7 +316,8 @@ def train(cfg: TrainConfig) -> dict:
     modules = {"model": accelerator.unwrap_model(model), "loss": loss_fn}
     progress, best_state = Progress(), None
     if cfg.resume:
-        progress, best_state = load_train_state(state_path, modules, optimizer, scheduler, cfg.identity())
+        progress, best_state = load_train_state(state_path, modules, optimizer, scheduler, cfg.identity(),
+                                                TrainConfig.canonical_identity)
         log(f"resuming at epoch {progress.epoch}, batch {progress.batch} (step {progress.step}) from {state_path}")
 
     def save_state() -> None:

@@ -1,7 +1,10 @@
 """sweep.py resumes and skips finished runs; report.py turns results into a table and a plot."""
 
 import json
+import os
+import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -138,6 +141,17 @@ def test_parallel_sweep_writes_each_run_once_and_caps_threads(tmp_path, monkeypa
     assert f"## Missing runs ({missing})" in summary, "runs under --model/--mixed-precision count as done"
     assert "- rte-top-0-lr0.01-s2-e2" in summary and "mixed precision: bf16" in summary
     assert "(4 run(s) at a time)" in summary
+
+
+def test_sweep_runs_as_a_script_without_the_package_installed(tmp_path):
+    """gpu_sweep.sh runs sweep.py on a machine where the project is not installed."""
+    # -S: no site processing, so no editable install; the dependencies come from site-packages by path.
+    site_packages = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(site_packages)}
+    done = subprocess.run([sys.executable, "-S", str(Path(sweep.__file__)), "--preset", "cpu-small-lr", "--dry-run",
+                           "--results-dir", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert "12 runs selected" in done.stdout + done.stderr
 
 
 def test_jobs_must_be_positive(capsys):

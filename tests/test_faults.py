@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import adaptkit
 from glue_run_fixtures import write_rte, write_tiny_model
@@ -86,6 +86,25 @@ def test_resume_with_other_settings_is_refused(model_dir, tmp_path, capsys, monk
     monkeypatch.undo()
     assert main(train_argv(model_dir, data, out, "--resume", "--lr", "0.1")) == 2
     assert "other settings (lr)" in capsys.readouterr().err
+
+
+def test_a_state_saved_before_a_setting_existed_still_resumes(model_dir, tmp_path, monkeypatch):
+    """A state written by an older version lacks newer settings (here the method's train_layernorms);
+    it resumes at their defaults instead of being refused as "other settings"."""
+    data = write_rte(tmp_path / "glue")
+    out = tmp_path / "run"
+    interrupt_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        main(train_argv(model_dir, data, out))
+    monkeypatch.undo()
+    state = out / STATE_FILE
+    with safe_open(str(state), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    config = json.loads(metadata["config"])
+    del config["method"]["train_layernorms"]
+    save_file(tensors, str(state), metadata={**metadata, "config": json.dumps(config)})
+    assert main(train_argv(model_dir, data, out, "--resume")) == 0
+    assert json.loads((out / "results.json").read_text())["best_epoch"] in (1, 2)
 
 
 def interrupt_after_first_epoch(monkeypatch):

@@ -165,6 +165,7 @@ def test_cosine_loss_values():
     (["--task", "rte", "--data-dir", "/nonexistent"], "RTE/train.tsv not found"),
     (["--task", "rte", "--epochs", "0"], "--epochs must be >= 1"),
     (["--task", "rte", "--mixed-precision", "fp16", "--cpu"], "use --mixed-precision bf16 on the CPU"),
+    (["--task", "rte", "--method", "full", "--freeze-layernorms"], "applies to --method adapter only"),
 ])
 def test_cli_bad_input_exits_2_with_a_message(tiny_model_dir, tmp_path, capsys, args, message):
     argv = ["train", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "o"), *args]
