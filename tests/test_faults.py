@@ -78,12 +78,7 @@ def test_resume_needs_a_state_and_the_same_settings(model_dir, tmp_path, capsys)
 
 
 def test_resume_with_other_settings_is_refused(model_dir, tmp_path, capsys, monkeypatch):
-    data = write_rte(tmp_path / "glue")
-    out = tmp_path / "run"
-    interrupt_after_first_epoch(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        main(train_argv(model_dir, data, out))
-    monkeypatch.undo()
+    data, out = run_interrupted_after_first_epoch(model_dir, tmp_path, monkeypatch)
     assert main(train_argv(model_dir, data, out, "--resume", "--lr", "0.1")) == 2
     assert "other settings (lr)" in capsys.readouterr().err
 
@@ -91,12 +86,7 @@ def test_resume_with_other_settings_is_refused(model_dir, tmp_path, capsys, monk
 def test_a_state_saved_before_a_setting_existed_still_resumes(model_dir, tmp_path, monkeypatch):
     """A state written by an older version lacks newer settings (here the method's train_layernorms);
     it resumes at their defaults instead of being refused as "other settings"."""
-    data = write_rte(tmp_path / "glue")
-    out = tmp_path / "run"
-    interrupt_after_first_epoch(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        main(train_argv(model_dir, data, out))
-    monkeypatch.undo()
+    data, out = run_interrupted_after_first_epoch(model_dir, tmp_path, monkeypatch)
     state = out / STATE_FILE
     with safe_open(str(state), framework="pt") as handle:
         metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
@@ -105,6 +95,17 @@ def test_a_state_saved_before_a_setting_existed_still_resumes(model_dir, tmp_pat
     save_file(tensors, str(state), metadata={**metadata, "config": json.dumps(config)})
     assert main(train_argv(model_dir, data, out, "--resume")) == 0
     assert json.loads((out / "results.json").read_text())["best_epoch"] in (1, 2)
+
+
+def run_interrupted_after_first_epoch(model_dir, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """Train on fresh data until the first epoch's state is saved, then stop; returns (data, output dir)."""
+    data = write_rte(tmp_path / "glue")
+    out = tmp_path / "run"
+    interrupt_after_first_epoch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        main(train_argv(model_dir, data, out))
+    monkeypatch.undo()
+    return data, out
 
 
 def interrupt_after_first_epoch(monkeypatch):
