@@ -64,15 +64,9 @@ class Run:
         return f"{self.task}-{self.label}-lr{self.lr:g}-s{self.seed}-e{self.epochs}".replace("+", "_")
 
     def cli_args(self) -> list[str]:
-        args = ["--task", self.task, "--method", self.method["name"], "--lr", str(self.lr), "--seed", str(self.seed),
-                "--epochs", str(self.epochs), "--loss", self.loss, "--mixed-precision", self.mixed_precision,
-                "--batch-size", str(self.batch_size)]
-        flags = {"placement": "--placement", "size": "--size", "top_k": "--top-k", "lora_rank": "--lora-rank"}
-        for name, flag in flags.items():
-            if name in self.method:
-                args += [flag, str(self.method[name])]
-        if self.method.get("train_layernorms") is False:
-            args.append("--freeze-layernorms")
+        args = ["--task", self.task, *MethodSpec.from_dict(self.method).cli_args(), "--lr", str(self.lr),
+                "--seed", str(self.seed), "--epochs", str(self.epochs), "--loss", self.loss,
+                "--mixed-precision", self.mixed_precision, "--batch-size", str(self.batch_size)]
         if self.max_train_samples:
             args += ["--max-train-samples", str(self.max_train_samples)]
         if self.model:

@@ -54,6 +54,16 @@ class MethodSpec:
                   "lora": ("lora_rank", "lora_alpha", "lora_targets")}.get(self.name, ())
         return {"name": self.name, **{f: getattr(self, f) for f in fields}}
 
+    def cli_args(self) -> list[str]:
+        """This method as ``adaptkit-glue train`` flags, which the CLI parses back into the same spec."""
+        args = ["--method", self.name]
+        for field, value in self.relevant().items():
+            if field == "train_layernorms":
+                args += [] if value else ["--freeze-layernorms"]
+            elif field != "name" and value is not None:
+                args += [f"--{field.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+        return args
+
     def label(self) -> str:
         """A short name for tables: ``adapter-houlsby-64``, ``adapter-houlsby-frozen-ln-64``, ``top-2``,
         ``lora-r8``. The size comes last, so that the label less its size names the method family."""

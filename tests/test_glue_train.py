@@ -11,7 +11,7 @@ import torch
 
 import adaptkit
 from glue_run_fixtures import write_rte, write_stsb, write_tiny_model
-from glue_tasks.cli import main
+from glue_tasks.cli import _train_config, build_parser, main
 from glue_tasks.losses import TaskLoss
 from glue_tasks.methods import MethodSpec, apply_method
 from glue_tasks.tasks import get_task
@@ -56,6 +56,14 @@ def test_each_method_trains_exactly_its_parameters(tiny_model_dir, spec, expecte
     names = {n for n, _ in model.named_parameters()}
     assert trainable_names(model) == {n for n in names if expected(n)}
     assert trainable_names(model)
+
+
+@pytest.mark.parametrize("spec", [MethodSpec("adapter", placement="pfeiffer", size=8, train_layernorms=False),
+                                  MethodSpec("top-k", top_k=2), MethodSpec("lora", lora_rank=4, lora_targets=["query"]),
+                                  MethodSpec("full")])
+def test_method_flags_parse_back_into_the_same_spec(spec, tmp_path):
+    args = build_parser().parse_args(["train", "--task", "rte", "--output-dir", str(tmp_path), *spec.cli_args()])
+    assert _train_config(args).method == spec
 
 
 def test_scratch_is_randomly_initialised_and_fully_trained(tiny_model_dir):
