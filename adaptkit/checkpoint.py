@@ -7,6 +7,7 @@ safetensors and JSON only, both written atomically, the tensor file checksummed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -20,30 +21,41 @@ from torch import nn
 from . import __version__
 from .atomic import atomic_path, sha256_file, write_json_atomic
 from .config import AdapterConfig
-from .errors import BaseModelMismatchError, CheckpointError
+from .errors import AdapterConfigError, BaseModelMismatchError, CheckpointError
 from .layer import AdapterSlot
 from .model import (
-    adapter_entry, add_adapter, load_task_values, set_active_adapter, task_parameter_names, task_values,
+    active_adapter, adapter_entry, delete_adapter, insert_adapter, load_task_values, refuse_meta,
+    set_active_adapter, task_parameter_names, task_values,
 )
-from .params import SLOT_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names
+from .params import (
+    SLOT_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names,
+    vocab_head_parameter_names,
+)
 from .targets import Site, find_blocks, output_width
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fingerprint positions stored, dtypes recorded, train_vocab_head
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 _FINGERPRINT_TENSORS = 3
 _FINGERPRINT_VALUES = 8
 
 
-def save_adapter(model: nn.Module, directory: str | Path, name: str | None = None) -> Path:
-    """Write adapter ``name`` (default: the active one) to ``directory``; returns the directory."""
+def save_adapter(model: nn.Module, directory: str | Path, name: str | None = None,
+                 dtype: torch.dtype | None = None) -> Path:
+    """Write adapter ``name`` (default: the active one) to ``directory``; returns the directory.
+
+    Floating tensors are written in float32 (exact for fp32, bf16 and fp16 values alike) unless
+    ``dtype`` asks for another, such as the model's bf16 for a file half the size.
+    """
     name, entry = adapter_entry(model, name)
     directory = Path(directory)
-    tensors = {f"adapter:{site.name}:{key}": value
-               for site in entry.sites
-               for key, value in _slot_of(model, site.name).adapters[name].state_dict().items()}
-    tensors.update((f"task:{n}", value) for n, value in task_values(model, name).items())
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    file_dtype = dtype or torch.float32
+    adapters = {f"adapter:{site.name}:{key}": value
+                for site in entry.sites
+                for key, value in _slot_of(model, site.name).adapters[name].state_dict().items()}
+    tensors = {**adapters, **{f"task:{n}": value for n, value in task_values(model, name).items()}}
+    tensors = {k: v.detach().to("cpu", dtype=file_dtype if v.is_floating_point() else v.dtype)
+               .contiguous().clone() for k, v in tensors.items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "adaptkit": __version__})
         checksum, size = sha256_file(tmp), tmp.stat().st_size
@@ -54,6 +66,10 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
         "config": entry.config.to_dict(),
         "sites": [{"name": s.name, "kind": s.kind, "width": s.width} for s in entry.sites],
         "base_model": describe_base(model),
+        "dtypes": {"base": _dtype_name(model.get_submodule(entry.sites[0].name).weight.dtype)
+                   if entry.sites else None,
+                   "trained": _dtype_name(next(iter(adapters.values())).dtype) if adapters else None,
+                   "file": _dtype_name(file_dtype)},
         "files": {WEIGHTS_NAME: {"sha256": checksum, "bytes": size}},
         "trained_parameters": sum(v.numel() for v in tensors.values()),
     })
@@ -61,31 +77,49 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
 
 
 def load_adapter(model: nn.Module, directory: str | Path, name: str | None = None,
-                 activate: bool = True) -> str:
+                 activate: bool = True, load_head: bool = True) -> str:
     """Add the adapter saved in ``directory`` to ``model``; returns its name.
 
     Everything is checked before the model is touched: the files and their checksum, the base
-    model, the set of tensors and their shapes.
+    model, the kind of head, the set of tensors and their shapes; a failure after that removes
+    the adapter again. ``load_head=False`` loads the adapter and its LayerNorms but not its
+    head, for a model whose head is of another kind.
     """
+    refuse_meta(model)
     directory = Path(directory)
     meta = read_checkpoint_meta(directory)
-    check_base(model, meta["base_model"], directory)
-    config = AdapterConfig.from_dict(meta["config"])
+    config = _config_of(meta, directory)
+    check_structure(model, meta["base_model"], directory)
+    tensors = _read_tensors(directory / WEIGHTS_NAME)
+    norms = set(layernorm_parameter_names(model))
+    head_keys = [k for k in tensors if k.startswith("task:") and k[len("task:"):] not in norms]
+    if load_head:
+        _check_head_kind(model, meta["base_model"], head_keys, directory)
+    else:
+        tensors = {k: v for k, v in tensors.items() if k not in head_keys}
+        config = dataclasses.replace(config, train_head=False, train_vocab_head=False)
+    check_fingerprint(model, meta["base_model"], directory)
     sites = [Site(**s) for s in meta["sites"]]
     _check_sites(model, sites, directory)
-    tensors = _read_tensors(directory / WEIGHTS_NAME)
-    expected = _expected_shapes(model, config, sites)
-    _check_tensor_set(tensors, expected, directory / WEIGHTS_NAME, model)
+    _check_tensor_set(tensors, _expected_shapes(model, config, sites), directory / WEIGHTS_NAME, model)
     name = name or meta["name"]
-    add_adapter(model, config, name=name, activate=False, sites=sites)
-    with torch.no_grad():
-        for site in sites:
-            adapter = _slot_of(model, site.name).adapters[name]
-            for key, param in adapter.state_dict().items():
-                param.copy_(tensors[f"adapter:{site.name}:{key}"])
-    load_task_values(model, name, {k[len("task:"):]: v for k, v in tensors.items() if k.startswith("task:")})
-    if activate:
-        set_active_adapter(model, name)
+    previous = active_adapter(model)
+    insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
+    try:
+        with torch.no_grad():
+            for site in sites:
+                adapter = _slot_of(model, site.name).adapters[name]
+                for key, param in adapter.state_dict().items():
+                    param.copy_(tensors[f"adapter:{site.name}:{key}"])
+        load_task_values(model, name, {k[len("task:"):]: v for k, v in tensors.items()
+                                       if k.startswith("task:")})
+        if activate:
+            set_active_adapter(model, name)
+    except BaseException:
+        delete_adapter(model, name)
+        if previous is not None:
+            set_active_adapter(model, previous)
+        raise
     return name
 
 
@@ -100,14 +134,17 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config_path} is not valid JSON ({exc}); re-save the adapter") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{config_path} holds no JSON object: not an adaptkit adapter config")
     missing = [k for k in ("format_version", "name", "config", "sites", "base_model", "files") if k not in meta]
     if missing:
         raise CheckpointError(f"{config_path} lacks {missing}: not an adaptkit adapter config")
+    _check_fields(meta, config_path)
     if meta["format_version"] > FORMAT_VERSION:
         raise CheckpointError(
             f"{config_path} has format version {meta['format_version']}, newer than this adaptkit "
             f"({__version__}, format {FORMAT_VERSION}); upgrade adaptkit to load it")
-    recorded = meta["files"].get(WEIGHTS_NAME, {}).get("sha256")
+    recorded = meta["files"][WEIGHTS_NAME]["sha256"]
     actual = sha256_file(weights_path)
     if recorded != actual:
         raise CheckpointError(
@@ -115,6 +152,48 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
             f"(recorded {str(recorded)[:12]}…, file {actual[:12]}…): the file is truncated, edited "
             "or from another save; re-save or re-download the adapter")
     return meta
+
+
+def _check_fields(meta: dict[str, Any], config_path: Path) -> None:
+    """Each field of the config file has the type adaptkit writes, or a ``CheckpointError``
+    names it (a hand edit must not surface as a TypeError from deep inside the loader)."""
+    def is_site(site: Any) -> bool:
+        return (isinstance(site, dict) and set(site) == {"name", "kind", "width"}
+                and isinstance(site["name"], str) and isinstance(site["kind"], str)
+                and isinstance(site["width"], int) and not isinstance(site["width"], bool))
+
+    files = meta["files"]
+    checks = {
+        "format_version": (isinstance(meta["format_version"], int)
+                           and not isinstance(meta["format_version"], bool)
+                           and meta["format_version"] >= 1, "a positive integer"),
+        "name": (isinstance(meta["name"], str), "a string"),
+        "config": (isinstance(meta["config"], dict), "an object of AdapterConfig fields"),
+        "sites": (isinstance(meta["sites"], list) and all(map(is_site, meta["sites"])),
+                  "a list of {name, kind, width} objects"),
+        "base_model": (isinstance(meta["base_model"], dict), "an object describing the base"),
+        "files": (isinstance(files, dict) and isinstance(files.get(WEIGHTS_NAME), dict)
+                  and isinstance(files[WEIGHTS_NAME].get("sha256"), str),
+                  f"an object with {WEIGHTS_NAME}'s sha256"),
+    }
+    for field_name, (ok, expected) in checks.items():
+        if not ok:
+            raise CheckpointError(
+                f"{config_path}: field {field_name!r} must be {expected}, got "
+                f"{json.dumps(meta[field_name])[:80]}; the file was edited or damaged: re-save the adapter")
+
+
+def _config_of(meta: dict[str, Any], directory: Path) -> AdapterConfig:
+    """The adapter's config; format 1 predates ``train_vocab_head`` and trained an untied
+    vocabulary head as part of the head, so its checkpoints load with it on."""
+    fields = dict(meta["config"])
+    if meta["format_version"] == 1:
+        fields.setdefault("train_vocab_head", True)
+    try:
+        return AdapterConfig.from_dict(fields)
+    except (AdapterConfigError, TypeError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: its adapter config is invalid ({exc}); "
+                              "re-save the adapter") from None
 
 
 def describe_base(model: nn.Module) -> dict[str, Any]:
@@ -131,12 +210,15 @@ def describe_base(model: nn.Module) -> dict[str, Any]:
     }
 
 
-def _fingerprint(model: nn.Module) -> dict[str, list[float]]:
-    """A few values at fixed positions of a few frozen backbone tensors. Compared with a
-    tolerance on load, so a base reloaded in fp16/bf16 still matches but other weights do not."""
+def _fingerprint(model: nn.Module) -> dict[str, dict[str, list]]:
+    """Values at fixed positions of the first, middle and last frozen matrix inside the blocks
+    (shared by every head class of one backbone). Compared with a tolerance on load, so a base
+    reloaded in fp16/bf16 still matches but other weights do not."""
     skip = set(adapter_parameter_names(model)) | set(head_parameter_names(model)) | set(
-        layernorm_parameter_names(model))
-    candidates = [(n, p) for n, p in model.named_parameters() if n not in skip and p.dim() >= 2]
+        layernorm_parameter_names(model)) | set(vocab_head_parameter_names(model))
+    frozen = [(n, p) for n, p in model.named_parameters() if n not in skip and p.dim() >= 2]
+    prefixes = tuple(block + "." for block in find_blocks(model))
+    candidates = [(n, p) for n, p in frozen if prefixes and n.startswith(prefixes)] or frozen
     if not candidates:
         return {}
     picks = sorted({round(i * (len(candidates) - 1) / max(1, _FINGERPRINT_TENSORS - 1))
@@ -144,14 +226,24 @@ def _fingerprint(model: nn.Module) -> dict[str, list[float]]:
     fingerprint = {}
     for index in picks:
         name, param = candidates[index]
-        flat = param.detach().reshape(-1)
-        positions = torch.linspace(0, flat.numel() - 1, _FINGERPRINT_VALUES).long().to(flat.device)
-        fingerprint[name] = [float(v) for v in flat[positions].float().cpu()]
+        positions = fingerprint_positions(param.numel(), _FINGERPRINT_VALUES)
+        fingerprint[name] = {"positions": positions, "values": _values_at(param, positions)}
     return fingerprint
 
 
-def check_base(model: nn.Module, recorded: dict[str, Any], directory: Path) -> None:
-    """Raise ``BaseModelMismatchError`` naming both bases if ``model`` is not the recorded base."""
+def fingerprint_positions(numel: int, count: int) -> list[int]:
+    """``count`` evenly spread flat indices, exact in integer arithmetic: a float32 linspace
+    rounds above 2^24 elements and can index one past the end."""
+    return [i * (numel - 1) // max(1, count - 1) for i in range(count)]
+
+
+def _values_at(param: torch.Tensor, positions: list[int]) -> list[float]:
+    flat = param.detach().reshape(-1)
+    return flat[torch.tensor(positions, device=flat.device)].float().cpu().tolist()
+
+
+def check_structure(model: nn.Module, recorded: dict[str, Any], directory: Path) -> None:
+    """Raise ``BaseModelMismatchError`` naming both bases if type or sizes differ."""
     current = describe_base(model)
     for key in ("model_type", "hidden_size", "num_blocks"):
         if recorded.get(key) != current[key]:
@@ -159,20 +251,47 @@ def check_base(model: nn.Module, recorded: dict[str, Any], directory: Path) -> N
                 f"adapter {directory} was trained on {_describe(recorded)}, but this model is "
                 f"{_describe(current)} ({key}: {recorded.get(key)} vs {current[key]}); load the "
                 "base model the adapter was trained on")
+
+
+def check_fingerprint(model: nn.Module, recorded: dict[str, Any], directory: Path) -> None:
+    """Raise ``BaseModelMismatchError`` if the sampled frozen weights differ (other weights)."""
     params = dict(model.named_parameters())
-    for name, values in recorded.get("fingerprint", {}).items():
+    for name, sample in (recorded.get("fingerprint") or {}).items():
         if name not in params:
             raise BaseModelMismatchError(
                 f"adapter {directory} expects weight {name!r} in its base "
-                f"{_describe(recorded)}; this model ({_describe(current)}) has none")
-        flat = params[name].detach().reshape(-1)
-        positions = torch.linspace(0, flat.numel() - 1, len(values)).long().to(flat.device)
-        have = flat[positions].float().cpu().tolist()
-        if not all(math.isclose(a, b, rel_tol=1e-2, abs_tol=1e-3) for a, b in zip(have, values)):
+                f"{_describe(recorded)}; this model ({_describe(describe_base(model))}) has none")
+        numel = params[name].numel()
+        if isinstance(sample, list):  # format 1: values at float32-linspace positions
+            values = sample
+            positions = torch.linspace(0, numel - 1, len(values)).long().clamp(max=numel - 1).tolist()
+        else:
+            values, positions = sample.get("values", []), sample.get("positions", [])
+        in_range = len(values) == len(positions) and all(0 <= p < numel for p in positions)
+        have = _values_at(params[name], positions) if in_range else []
+        if not in_range or not all(math.isclose(a, b, rel_tol=1e-2, abs_tol=1e-3)
+                                   for a, b in zip(have, values)):
             raise BaseModelMismatchError(
                 f"adapter {directory} was trained on {_describe(recorded)}, but this model "
-                f"({_describe(current)}) has different weights in {name!r}: same architecture, "
-                "other pretrained weights. Load the base model the adapter was trained on")
+                f"({_describe(describe_base(model))}) has different weights in {name!r}: same "
+                "architecture, other pretrained weights. Load the base model the adapter was trained on")
+
+
+def _check_head_kind(model: nn.Module, recorded: dict[str, Any], head_keys: list[str],
+                     directory: Path) -> None:
+    """A head trained on one model class is refused on another (a per-token head would
+    silently score the pooled vector), naming both classes and the way out."""
+    trained_on, this = recorded.get("architecture"), type(model).__name__
+    if head_keys and trained_on != this:
+        raise CheckpointError(
+            f"adapter {directory} holds a head trained on {trained_on} ({len(head_keys)} tensors, "
+            f"first {head_keys[0][len('task:'):]!r}), but this model is {this}, whose head is of "
+            f"another kind. Load the base as {trained_on} to use the adapter with its head, or "
+            "pass load_head=False to load the adapter and its LayerNorms without the head")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _describe(base: dict[str, Any]) -> str:

@@ -26,6 +26,10 @@ class AdapterConfig:
     init: "houlsby" (truncated normal, std ``init_std``, cut at 2 std, zero biases: near identity)
         or "zero" (zero up-projection: the exact identity at the start).
     train_layernorms / train_head: train every LayerNorm and the task head, as in Houlsby et al.
+    train_vocab_head: also train an untied vocabulary projection (a causal LM's ``lm_head``);
+        off by default: it is no task head and can hold more parameters than all adapters.
+    keep_fp32: on a bf16/fp16 base, keep the adapter weights in float32 and cast in the
+        forward (as PEFT does), so updates smaller than the 16-bit spacing are not lost.
     """
 
     size: int | None = 64
@@ -38,6 +42,8 @@ class AdapterConfig:
     dropout: float = 0.0
     train_layernorms: bool = True
     train_head: bool = True
+    train_vocab_head: bool = False
+    keep_fp32: bool = True
 
     def __post_init__(self) -> None:
         if self.reduction_factor is not None:
@@ -60,6 +66,9 @@ class AdapterConfig:
             self.target_modules = list(self.target_modules)
         if not 0.0 <= self.dropout < 1.0:
             raise AdapterConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        for flag in ("train_layernorms", "train_head", "train_vocab_head", "keep_fp32"):
+            if not isinstance(getattr(self, flag), bool):
+                raise AdapterConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         if self.init_std <= 0:
             raise AdapterConfigError(f"init_std must be > 0, got {self.init_std}")
 

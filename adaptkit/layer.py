@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -15,15 +17,19 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 class BottleneckAdapter(nn.Module):
     """``h + up(dropout(act(down(h))))``: 2·m·d + m + d parameters (Houlsby et al. 2019)."""
 
-    def __init__(self, hidden_size: int, config: AdapterConfig,
-                 device: torch.device | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, hidden_size: int, config: AdapterConfig, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None, initialise: bool = True) -> None:
+        """``initialise=False`` leaves the weights unset, for a caller that overwrites them
+        (torch's own Linear init is always skipped: ``reset_parameters`` replaces it)."""
         super().__init__()
         bottleneck = config.bottleneck_size(hidden_size)
-        self.down = nn.Linear(hidden_size, bottleneck, device=device, dtype=dtype)
+        linear = partial(nn.utils.skip_init, nn.Linear, device=device, dtype=dtype)
+        self.down = linear(hidden_size, bottleneck)
         self.act = _ACTIVATIONS[config.activation]()
         self.dropout = nn.Dropout(config.dropout)
-        self.up = nn.Linear(bottleneck, hidden_size, device=device, dtype=dtype)
-        self.reset_parameters(config)
+        self.up = linear(bottleneck, hidden_size)
+        if initialise:
+            self.reset_parameters(config)
 
     @torch.no_grad()
     def reset_parameters(self, config: AdapterConfig) -> None:
@@ -36,7 +42,10 @@ class BottleneckAdapter(nn.Module):
             nn.init.zeros_(self.up.weight)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return hidden + self.up(self.dropout(self.act(self.down(hidden))))
+        """The bottleneck runs in the adapter's dtype (float32 on a 16-bit base), the sum in the
+        model's."""
+        delta = self.up(self.dropout(self.act(self.down(hidden.to(self.down.weight.dtype)))))
+        return hidden + delta.to(hidden.dtype)
 
 
 class AdapterSlot(nn.Module):

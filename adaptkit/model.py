@@ -19,7 +19,10 @@ from torch import nn
 from .config import AdapterConfig
 from .errors import AdapterError
 from .layer import AdapterSlot, BottleneckAdapter
-from .params import SLOT_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names
+from .params import (
+    SLOT_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names,
+    vocab_head_parameter_names,
+)
 from .targets import Site, resolve_sites
 
 STATE_ATTR = "_adaptkit_state"
@@ -62,29 +65,88 @@ def add_adapter(model: nn.Module, config: AdapterConfig | None = None, name: str
     """Insert adapter ``name`` and (by default) make it the one that runs and trains.
 
     The backbone is frozen; the active adapter, and per its config the LayerNorms and the
-    task head, train. Returns the sites adapted.
+    task head, train. Returns the sites adapted. On any error the model is left as it was.
     """
-    config = config or AdapterConfig()
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
-        raise AdapterError(f"adapter name {name!r} must be letters, digits, '_' or '-' (no dots)")
+    return insert_adapter(model, config or AdapterConfig(), name, activate, sites, initialise=True)
+
+
+def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate: bool,
+                   sites: list[Site] | None, initialise: bool) -> list[Site]:
+    """``add_adapter``; ``initialise=False`` skips the random init of weights a loader overwrites."""
+    check_adapter_name(name)
+    refuse_meta(model)
     state = get_state(model)
-    if state is None:
+    if state is not None and name in state.adapters:
+        raise AdapterError(f"an adapter named {name!r} already exists; delete it or choose another name")
+    sites = resolve_sites(model, config) if sites is None else list(sites)
+    created = state is None
+    if created:
         state = AdapterState(original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
         setattr(model, STATE_ATTR, state)
-    if name in state.adapters:
-        raise AdapterError(f"an adapter named {name!r} already exists; delete it or choose another name")
-    sites = resolve_sites(model, config) if sites is None else sites
+    try:
+        _cover_new_task_names(model, state, config)
+        state.adapters[name] = AdapterEntry(config, sites)
+        for site in sites:
+            target = model.get_submodule(site.name)
+            _slot(target, site.name, state).adapters[name] = BottleneckAdapter(
+                site.width, config, device=target.weight.device,
+                dtype=adapter_dtype(target.weight.dtype, config), initialise=initialise)
+        if activate:
+            set_active_adapter(model, name)
+        else:
+            _apply_trainability(model, state)
+    except BaseException:
+        state.adapters.pop(name, None)
+        _remove_from_slots(model, state, name, sites)
+        if created:
+            _restore_requires_grad(model, state)
+            delattr(model, STATE_ATTR)
+        raise
+    return sites
+
+
+def check_adapter_name(name: object) -> None:
+    """Refuse names that cannot key a module dict (torch would raise a raw KeyError)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
+        raise AdapterError(f"adapter name {name!r} must be letters, digits, '_' or '-' (no dots)")
+    if hasattr(nn.ModuleDict, name):
+        raise AdapterError(f"adapter name {name!r} is the name of a torch.nn.ModuleDict attribute, "
+                           f"which cannot hold an adapter; choose another, e.g. {name + '_task'!r}")
+
+
+def refuse_meta(model: nn.Module) -> None:
+    """Adapters need real weights next to them: on meta they would be created empty and
+    computed on nothing, so a model with meta tensors is refused, naming them."""
+    on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if on_meta:
+        raise AdapterError(
+            f"{len(on_meta)} of this model's tensors are on the meta device (first: "
+            f"{', '.join(on_meta[:3])}): it was built with init_empty_weights / torch.device('meta') "
+            "or loaded with a device_map that offloads layers to CPU or disk. adaptkit needs the "
+            "weights materialised: load the model onto the devices that will run it (e.g. "
+            "device_map='cpu' or {'': 0}, no offload_folder), or load its weights after to_empty(), "
+            "then add or load the adapter")
+
+
+def adapter_dtype(base_dtype: torch.dtype, config: AdapterConfig) -> torch.dtype:
+    """float32 beside a 16-bit base (unless ``keep_fp32`` is off), else the base's dtype."""
+    if config.keep_fp32 and base_dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return base_dtype
+
+
+def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, sites: list[Site]) -> None:
+    """Take adapter ``name`` out of its sites' slots; an emptied slot goes with its hook."""
     for site in sites:
         target = model.get_submodule(site.name)
-        slot = _slot(target, site.name, state)
-        slot.adapters[name] = BottleneckAdapter(site.width, config, device=target.weight.device,
-                                                dtype=target.weight.dtype)
-    state.adapters[name] = AdapterEntry(config, list(sites))
-    if activate:
-        set_active_adapter(model, name)
-    else:
-        _apply_trainability(model, state)
-    return sites
+        slot: AdapterSlot | None = getattr(target, SLOT_ATTR, None)
+        if slot is None:
+            continue
+        if name in slot.adapters:
+            del slot.adapters[name]
+        if not slot.adapters:
+            state.hooks.pop(site.name).remove()
+            delattr(target, SLOT_ATTR)
 
 
 def _slot(target: nn.Module, site_name: str, state: AdapterState) -> AdapterSlot:
@@ -95,6 +157,11 @@ def _slot(target: nn.Module, site_name: str, state: AdapterState) -> AdapterSlot
         target.add_module(SLOT_ATTR, slot)
         state.hooks[site_name] = target.register_forward_hook(slot.hook)
     return slot
+
+
+def _restore_requires_grad(model: nn.Module, state: AdapterState) -> None:
+    for param_name, param in model.named_parameters():
+        param.requires_grad_(state.original_requires_grad.get(param_name, True))
 
 
 def set_active_adapter(model: nn.Module, name: str) -> None:
@@ -114,18 +181,11 @@ def delete_adapter(model: nn.Module, name: str) -> None:
         state.active = None
         _set_slots(model, None)
     state.task_values.pop(name, None)
-    for site in state.adapters.pop(name).sites:
-        target = model.get_submodule(site.name)
-        slot: AdapterSlot = getattr(target, SLOT_ATTR)
-        del slot.adapters[name]
-        if not slot.adapters:
-            state.hooks.pop(site.name).remove()
-            delattr(target, SLOT_ATTR)
+    _remove_from_slots(model, state, name, state.adapters.pop(name).sites)
     if state.adapters:
         _apply_trainability(model, state)
     else:
-        for param_name, param in model.named_parameters():
-            param.requires_grad_(state.original_requires_grad.get(param_name, True))
+        _restore_requires_grad(model, state)
         delattr(model, STATE_ATTR)
 
 
@@ -166,7 +226,8 @@ def adapter_entry(model: nn.Module, name: str | None = None) -> tuple[str, Adapt
 def task_parameter_names(model: nn.Module, config: AdapterConfig) -> list[str]:
     """The non-adapter parameters an adapter with this config trains."""
     names = layernorm_parameter_names(model) if config.train_layernorms else []
-    return names + (head_parameter_names(model) if config.train_head else [])
+    names += head_parameter_names(model) if config.train_head else []
+    return names + (vocab_head_parameter_names(model) if config.train_vocab_head else [])
 
 
 def task_values(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
@@ -178,8 +239,23 @@ def task_values(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
     return {n: stored[n] for n in names}
 
 
-def _shared_task_names(model: nn.Module) -> list[str]:
-    return layernorm_parameter_names(model) + head_parameter_names(model)
+def _shared_task_names(model: nn.Module, state: AdapterState) -> list[str]:
+    """What switching swaps: LayerNorms and head, and the vocabulary head only while some
+    adapter trains it (copying a 65M-parameter ``lm_head`` on every switch is what it avoids)."""
+    vocab = any(e.config.train_vocab_head for e in state.adapters.values())
+    return (layernorm_parameter_names(model) + head_parameter_names(model)
+            + (vocab_head_parameter_names(model) if vocab else []))
+
+
+@torch.no_grad()
+def _cover_new_task_names(model: nn.Module, state: AdapterState, config: AdapterConfig) -> None:
+    """Before the first adapter that trains the vocabulary head joins, stash its base values:
+    until then no adapter could change them, so the live ones are the base's."""
+    base = state.task_values.get(_BASE)
+    if config.train_vocab_head and base is not None:
+        params = dict(model.named_parameters())
+        for n in vocab_head_parameter_names(model):
+            base.setdefault(n, params[n].detach().clone())
 
 
 @torch.no_grad()
@@ -189,11 +265,12 @@ def _swap_task_values(model: nn.Module, state: AdapterState, to: str | None) -> 
     if state.live == to:
         return
     params = dict(model.named_parameters())
-    names = _shared_task_names(model)
+    names = _shared_task_names(model, state)
     state.task_values[state.live] = {n: params[n].detach().clone() for n in names}
-    incoming = state.task_values.get(to, state.task_values[_BASE])
+    base = state.task_values[_BASE]
+    incoming = state.task_values.get(to, base)
     for n in names:
-        params[n].copy_(incoming[n])
+        params[n].copy_(incoming.get(n, base[n]))
     if to is not _BASE:
         state.task_values.pop(to, None)
     state.live = to
@@ -211,7 +288,8 @@ def load_task_values(model: nn.Module, name: str, values: dict[str, torch.Tensor
     stash = state.task_values.get(name)
     if stash is None:
         base = state.task_values.get(_BASE)
-        stash = {n: (base[n] if base else params[n]).detach().clone() for n in _shared_task_names(model)}
+        stash = {n: (base[n] if base else params[n]).detach().clone()
+                 for n in _shared_task_names(model, state)}
         state.task_values[name] = stash
     for n, value in values.items():
         stash[n].copy_(value)

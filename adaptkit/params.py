@@ -8,7 +8,7 @@ from torch import nn
 
 SLOT_ATTR = "adaptkit"
 ADAPTER_MARK = f".{SLOT_ATTR}.adapters."
-CATEGORIES = ("adapters", "layernorms", "head", "other")
+CATEGORIES = ("adapters", "layernorms", "head", "vocab_head", "other")
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -33,16 +33,36 @@ def layernorm_parameter_names(model: nn.Module) -> list[str]:
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:
-    """Parameters outside ``model.base_model`` (a classifier, a score layer).
+    """Parameters outside ``model.base_model`` (a classifier, a score layer), without the
+    vocabulary projection: a language model's output layer is not a task head.
 
     Weights tied to the backbone (a language-model head tied to the embeddings) are reported
     once under their backbone name, so they never count as head.
     """
+    vocab = set(vocab_head_parameter_names(model))
+    return [n for n, _ in _outside_base_model(model) if n not in vocab]
+
+
+def vocab_head_parameter_names(model: nn.Module) -> list[str]:
+    """The untied vocabulary projection (``lm_head`` of ``*ForCausalLM``, ``*ForMaskedLM``,
+    ``*ForConditionalGeneration``): tens of millions of parameters that adapters leave frozen
+    unless ``train_vocab_head`` asks for them. A tied one is backbone (the embeddings)."""
+    try:
+        output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    except (NotImplementedError, AttributeError):
+        output = None
+    if not isinstance(output, nn.Module):
+        return []
+    own = {id(p) for p in output.parameters()}
+    return [n for n, p in _outside_base_model(model) if id(p) in own]
+
+
+def _outside_base_model(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     base = getattr(model, "base_model", model)
     if base is model:
         return []
     prefix = next((n for n, m in model.named_modules() if m is base), "")
-    return [n for n, _ in model.named_parameters() if not n.startswith(prefix + ".")]
+    return [(n, p) for n, p in model.named_parameters() if not n.startswith(prefix + ".")]
 
 
 @dataclass
@@ -83,6 +103,7 @@ class ParameterReport:
 def count_parameters(model: nn.Module) -> ParameterReport:
     """Counts per category, each tensor once (tied weights are not counted twice)."""
     categories = {n: "adapters" for n in adapter_parameter_names(model)}
+    categories.update((n, "vocab_head") for n in vocab_head_parameter_names(model))
     categories.update((n, "head") for n in head_parameter_names(model) if n not in categories)
     categories.update((n, "layernorms") for n in layernorm_parameter_names(model))
     report = ParameterReport()

@@ -142,10 +142,13 @@ def test_gradient_checkpointing_trains_adapters():
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-def test_adapters_follow_dtype_and_run_under_autocast():
+def test_adapters_keep_fp32_on_a_16_bit_base_unless_asked_and_run_under_autocast():
     model = tiny_model("llama").to(torch.bfloat16)
     adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8))
-    assert {p.dtype for n, p in model.named_parameters() if "adaptkit" in n} == {torch.bfloat16}
+    assert {p.dtype for n, p in model.named_parameters() if "adaptkit" in n} == {torch.float32}
+    assert model(**tiny_inputs(model)).logits.dtype == torch.bfloat16
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8, keep_fp32=False), name="narrow")
+    assert {p.dtype for n, p in model.named_parameters() if ".narrow." in n} == {torch.bfloat16}
     assert model(**tiny_inputs(model)).logits.dtype == torch.bfloat16
 
     model32 = tiny_model("bert")

