@@ -22,13 +22,14 @@ from . import __version__
 from .atomic import atomic_path, sha256_file, write_json_atomic
 from .config import AdapterConfig
 from .errors import AdapterConfigError, BaseModelMismatchError, CheckpointError
+from .hub import local_folder
 from .layer import AdapterSlot
 from .model import (
     active_adapter, adapter_entry, delete_adapter, insert_adapter, load_task_values, refuse_meta,
     set_active_adapter, task_parameter_names, task_values,
 )
 from .params import (
-    SLOT_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names,
+    SLOT_ATTR, head_parameter_names, is_adaptkit_name, layernorm_parameter_names,
     vocab_head_parameter_names,
 )
 from .targets import Site, find_blocks, output_width
@@ -77,8 +78,9 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
 
 
 def load_adapter(model: nn.Module, directory: str | Path, name: str | None = None,
-                 activate: bool = True, load_head: bool = True) -> str:
-    """Add the adapter saved in ``directory`` to ``model``; returns its name.
+                 activate: bool = True, load_head: bool = True, revision: str | None = None) -> str:
+    """Add the adapter saved in ``directory`` (a folder, or a Hub repo id) to ``model``;
+    returns its name.
 
     Everything is checked before the model is touched: the files and their checksum, the base
     model, the kind of head, the set of tensors and their shapes; a failure after that removes
@@ -86,7 +88,7 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     head, for a model whose head is of another kind.
     """
     refuse_meta(model)
-    directory = Path(directory)
+    directory = local_folder(directory, [CONFIG_NAME, WEIGHTS_NAME], revision)
     meta = read_checkpoint_meta(directory)
     config = _config_of(meta, directory)
     check_structure(model, meta["base_model"], directory)
@@ -214,9 +216,10 @@ def _fingerprint(model: nn.Module) -> dict[str, dict[str, list]]:
     """Values at fixed positions of the first, middle and last frozen matrix inside the blocks
     (shared by every head class of one backbone). Compared with a tolerance on load, so a base
     reloaded in fp16/bf16 still matches but other weights do not."""
-    skip = set(adapter_parameter_names(model)) | set(head_parameter_names(model)) | set(
-        layernorm_parameter_names(model)) | set(vocab_head_parameter_names(model))
-    frozen = [(n, p) for n, p in model.named_parameters() if n not in skip and p.dim() >= 2]
+    skip = set(head_parameter_names(model)) | set(layernorm_parameter_names(model)) | set(
+        vocab_head_parameter_names(model))
+    frozen = [(n, p) for n, p in model.named_parameters()
+              if n not in skip and not is_adaptkit_name(n) and p.dim() >= 2]
     prefixes = tuple(block + "." for block in find_blocks(model))
     candidates = [(n, p) for n, p in frozen if prefixes and n.startswith(prefixes)] or frozen
     if not candidates:

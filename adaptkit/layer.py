@@ -49,7 +49,7 @@ class BottleneckAdapter(nn.Module):
 
 
 class AdapterSlot(nn.Module):
-    """Holds the named adapters of one projection and applies the active one to its output.
+    """Holds the named adapters of one projection and applies the routed one to its output.
 
     It is attached as a child of the projection (so adapters follow the model's device and dtype
     and keep the original parameter names intact) and runs from a forward hook, so the
@@ -61,6 +61,9 @@ class AdapterSlot(nn.Module):
         self.adapters = nn.ModuleDict()
         self.active: str | None = None
 
+    def route(self, name: str | None) -> None:
+        self.active = name if name in self.adapters else None
+
     def hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
         if self.active is None:
             return output
@@ -68,3 +71,46 @@ class AdapterSlot(nn.Module):
         if isinstance(output, tuple):
             return (adapter(output[0]),) + output[1:]
         return adapter(output)
+
+
+class TaskSlot(nn.Module):
+    """Each adapter's own copy of the parameters one module holds directly (a LayerNorm's
+    weight and bias, a head Linear's), put in place for the forward while that adapter is routed.
+
+    Attached as a child of the module, so ``state_dict`` keeps the base values under their own
+    names and every adapter's under ``<module>.adaptkit_task.values.<adapter>.<param>``. The swap
+    exchanges Parameter objects, never data: several adapters and the base can share one graph,
+    and any norm class works (LayerNorm, RMSNorm, T5LayerNorm, Gemma's 1 + w).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values = nn.ModuleDict()
+        self.active: str | None = None
+        self._base: dict[str, torch.Tensor] = {}
+
+    def route(self, name: str | None) -> None:
+        self.active = name if name in self.values else None
+
+    def add(self, name: str, module: nn.Module, dtype: torch.dtype | None) -> None:
+        """Give adapter ``name`` a copy of ``module``'s own parameters (in ``dtype`` if given)."""
+        own = nn.Module()
+        for key, param in module.named_parameters(recurse=False):
+            copy = param.detach().to(dtype or param.dtype, copy=True)
+            own.register_parameter(key, nn.Parameter(copy, requires_grad=False))
+        self.values[name] = own
+
+    def pre_hook(self, module: nn.Module, args: tuple) -> None:  # noqa: ARG002 - hook signature
+        if self.active is None or self.active not in self.values:
+            return
+        own = self.values[self.active]
+        self._base = {key: module._parameters[key] for key in own._parameters}
+        for key, param in own._parameters.items():
+            base_dtype = self._base[key].dtype
+            module._parameters[key] = param if param.dtype == base_dtype else param.to(base_dtype)
+
+    def post_hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
+        if self._base:
+            module._parameters.update(self._base)
+            self._base = {}
+        return output

@@ -1,16 +1,17 @@
-"""Add, activate, disable and delete named adapters on a loaded model.
+"""Add, route, disable and delete named adapters on a loaded model.
 
 The model stays a normal ``PreTrainedModel`` with an unchanged forward signature: adapters live
-in an ``AdapterSlot`` child of each target projection and run from a forward hook.
-Each adapter owns its own copy of the parameters it trains besides itself (LayerNorms, head);
-switching adapters swaps those values in place, so several tasks share one backbone.
+in an ``AdapterSlot`` child of each target projection and run from a forward hook. The
+LayerNorms and head an adapter trains are its own Parameters, in a ``TaskSlot`` child of each
+module that holds them, put in place for the forward by hooks: the base model's tensors are
+never written, so switching copies nothing, and the base and several adapters can share a graph.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -18,21 +19,24 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import AdapterError
-from .layer import AdapterSlot, BottleneckAdapter
+from .layer import AdapterSlot, BottleneckAdapter, TaskSlot
 from .params import (
-    SLOT_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names,
-    vocab_head_parameter_names,
+    SLOT_ATTR, TASK_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names,
+    task_copy_parameter_names, vocab_head_parameter_names,
 )
 from .targets import Site, resolve_sites
 
 STATE_ATTR = "_adaptkit_state"
-_BASE = None  # key of the base model's own LayerNorm/head values in AdapterState.task_values
+#: ``model.config`` attribute listing the adapters, so ``save_pretrained`` writes it to
+#: config.json and ``restore_adapters`` can rebuild them from that folder.
+CONFIG_KEY = "adaptkit_adapters"
 
 
 @dataclass
 class AdapterEntry:
     config: AdapterConfig
     sites: list[Site]
+    task_modules: list[str]  # modules whose own parameters the adapter has copies of
 
 
 @dataclass
@@ -41,10 +45,15 @@ class AdapterState:
 
     adapters: dict[str, AdapterEntry] = field(default_factory=dict)
     active: str | None = None
-    hooks: dict[str, torch.utils.hooks.RemovableHandle] = field(default_factory=dict)
+    disabled: int = 0  # depth of nested ``adapters_disabled`` contexts
+    trainable: list[str] | None = None  # None: the active adapter trains
+    hooks: dict[str, list[torch.utils.hooks.RemovableHandle]] = field(default_factory=dict)
     original_requires_grad: dict[str, bool] = field(default_factory=dict)
-    task_values: dict[str | None, dict[str, torch.Tensor]] = field(default_factory=dict)
-    live: str | None = _BASE  # whose LayerNorm/head values are in the model right now
+
+    @property
+    def routed(self) -> str | None:
+        """The adapter the forward runs now: the active one, unless a context disabled it."""
+        return None if self.disabled else self.active
 
 
 def get_state(model: nn.Module) -> AdapterState | None:
@@ -79,30 +88,43 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
     if state is not None and name in state.adapters:
         raise AdapterError(f"an adapter named {name!r} already exists; delete it or choose another name")
     sites = resolve_sites(model, config) if sites is None else list(sites)
+    task_modules = _owning_modules(task_parameter_names(model, config))
     created = state is None
     if created:
         state = AdapterState(original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
         setattr(model, STATE_ATTR, state)
+        state.hooks["recompute"] = RecomputeRouting(state).attach(model)
+    previous = state.active
     try:
-        _cover_new_task_names(model, state, config)
-        state.adapters[name] = AdapterEntry(config, sites)
+        state.adapters[name] = AdapterEntry(config, sites, task_modules)
         for site in sites:
             target = model.get_submodule(site.name)
-            _slot(target, site.name, state).adapters[name] = BottleneckAdapter(
+            _slot(target, site.name, state, AdapterSlot).adapters[name] = BottleneckAdapter(
                 site.width, config, device=target.weight.device,
                 dtype=adapter_dtype(target.weight.dtype, config), initialise=initialise)
+        for module_name in task_modules:
+            module = model.get_submodule(module_name)
+            dtype = adapter_dtype(next(module.parameters(recurse=False)).dtype, config)
+            _slot(module, module_name, state, TaskSlot).add(name, module, dtype)
         if activate:
             set_active_adapter(model, name)
         else:
-            _apply_trainability(model, state)
+            _route(model, state)
     except BaseException:
         state.adapters.pop(name, None)
-        _remove_from_slots(model, state, name, sites)
+        state.active = previous
+        _remove_from_slots(model, state, name, [s.name for s in sites] + task_modules)
         if created:
-            _restore_requires_grad(model, state)
-            delattr(model, STATE_ATTR)
+            _forget(model, state)
+        else:
+            _route(model, state)
         raise
     return sites
+
+
+def _owning_modules(parameter_names: Iterable[str]) -> list[str]:
+    """The modules that hold these parameters directly, each once, in order."""
+    return list(dict.fromkeys(n.rpartition(".")[0] for n in parameter_names))
 
 
 def check_adapter_name(name: object) -> None:
@@ -135,73 +157,98 @@ def adapter_dtype(base_dtype: torch.dtype, config: AdapterConfig) -> torch.dtype
     return base_dtype
 
 
-def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, sites: list[Site]) -> None:
-    """Take adapter ``name`` out of its sites' slots; an emptied slot goes with its hook."""
-    for site in sites:
-        target = model.get_submodule(site.name)
-        slot: AdapterSlot | None = getattr(target, SLOT_ATTR, None)
-        if slot is None:
-            continue
-        if name in slot.adapters:
-            del slot.adapters[name]
-        if not slot.adapters:
-            state.hooks.pop(site.name).remove()
-            delattr(target, SLOT_ATTR)
+def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules: list[str]) -> None:
+    """Take adapter ``name`` out of these modules' slots; an emptied slot goes with its hooks."""
+    for module_name in modules:
+        module = model.get_submodule(module_name)
+        for attr in (SLOT_ATTR, TASK_ATTR):
+            slot = getattr(module, attr, None)
+            if slot is None:
+                continue
+            container = slot.adapters if isinstance(slot, AdapterSlot) else slot.values
+            if name in container:
+                del container[name]
+            if not container:
+                for handle in state.hooks.pop(f"{module_name}:{attr}"):
+                    handle.remove()
+                delattr(module, attr)
 
 
-def _slot(target: nn.Module, site_name: str, state: AdapterState) -> AdapterSlot:
-    """The projection's slot, attached with its hook on first use."""
-    slot = getattr(target, SLOT_ATTR, None)
+def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) -> AdapterSlot | TaskSlot:
+    """The module's slot of this kind, attached with its hooks on first use."""
+    attr = SLOT_ATTR if kind is AdapterSlot else TASK_ATTR
+    slot = getattr(module, attr, None)
     if slot is None:
-        slot = AdapterSlot()
-        target.add_module(SLOT_ATTR, slot)
-        state.hooks[site_name] = target.register_forward_hook(slot.hook)
+        slot = kind()
+        module.add_module(attr, slot)
+        if kind is AdapterSlot:
+            handles = [module.register_forward_hook(slot.hook)]
+        else:
+            handles = [module.register_forward_pre_hook(slot.pre_hook),
+                       module.register_forward_hook(slot.post_hook, always_call=True)]
+        state.hooks[f"{module_name}:{attr}"] = handles
     return slot
 
 
-def _restore_requires_grad(model: nn.Module, state: AdapterState) -> None:
+def _forget(model: nn.Module, state: AdapterState) -> None:
+    """With no adapter left, the model is the base again: its trainability and config too."""
+    for handle in state.hooks.pop("recompute"):
+        handle.remove()
     for param_name, param in model.named_parameters():
         param.requires_grad_(state.original_requires_grad.get(param_name, True))
+    delattr(model, STATE_ATTR)
+    if hasattr(getattr(model, "config", None), CONFIG_KEY):
+        delattr(model.config, CONFIG_KEY)
 
 
 def set_active_adapter(model: nn.Module, name: str) -> None:
-    """Run and train adapter ``name`` (with its own LayerNorm and head values)."""
+    """Run adapter ``name`` (with its own LayerNorms and head); it trains unless
+    ``set_trainable_adapters`` chose otherwise. Inside ``adapters_disabled`` it takes effect
+    when the outermost context exits."""
     state = _require_state(model, name)
-    _swap_task_values(model, state, name)
     state.active = name
-    _set_slots(model, name)
-    _apply_trainability(model, state)
+    _route(model, state)
+
+
+def set_trainable_adapters(model: nn.Module, names: Iterable[str] | None) -> None:
+    """Train these adapters (with their LayerNorms and heads), e.g. several tasks in one step;
+    ``None`` returns to the default: the active adapter trains. Fix it before DDP wraps the model."""
+    state = _require_state(model)
+    names = None if names is None else list(names)
+    for name in names or []:
+        _require_state(model, name)
+    state.trainable = names
+    _route(model, state)
 
 
 def delete_adapter(model: nn.Module, name: str) -> None:
     """Remove adapter ``name``; with the last one gone the model is the base model again."""
     state = _require_state(model, name)
+    entry = state.adapters.pop(name)
     if state.active == name:
-        _swap_task_values(model, state, _BASE)
         state.active = None
-        _set_slots(model, None)
-    state.task_values.pop(name, None)
-    _remove_from_slots(model, state, name, state.adapters.pop(name).sites)
+    if state.trainable is not None and name in state.trainable:
+        state.trainable.remove(name)
+    _remove_from_slots(model, state, name, [s.name for s in entry.sites] + entry.task_modules)
     if state.adapters:
-        _apply_trainability(model, state)
+        _route(model, state)
     else:
-        _restore_requires_grad(model, state)
-        delattr(model, STATE_ATTR)
+        _forget(model, state)
 
 
 @contextlib.contextmanager
 def adapters_disabled(model: nn.Module) -> Iterator[None]:
-    """Inside, the model computes exactly what the base model does (base LayerNorms and head)."""
+    """Inside, the model computes exactly what the base model does (base LayerNorms and head).
+    Contexts nest; the adapter runs again when the outermost one exits."""
     state = _require_state(model)
-    active = state.active
-    _swap_task_values(model, state, _BASE)
-    _set_slots(model, None)
+    state.disabled += 1
+    _route(model, state)
     try:
         yield
     finally:
-        if active is not None:
-            _swap_task_values(model, state, active)
-            _set_slots(model, active)
+        state.disabled -= 1
+        if get_state(model) is state:
+            _route(model, state)
 
 
 def list_adapters(model: nn.Module) -> dict[str, AdapterConfig]:
@@ -224,88 +271,114 @@ def adapter_entry(model: nn.Module, name: str | None = None) -> tuple[str, Adapt
 
 
 def task_parameter_names(model: nn.Module, config: AdapterConfig) -> list[str]:
-    """The non-adapter parameters an adapter with this config trains."""
+    """The base parameters (LayerNorms, head) an adapter with this config has its own copy of."""
     names = layernorm_parameter_names(model) if config.train_layernorms else []
     names += head_parameter_names(model) if config.train_head else []
     return names + (vocab_head_parameter_names(model) if config.train_vocab_head else [])
 
 
 def task_values(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """The LayerNorm and head values that belong to adapter ``name``, live or stashed."""
+    """Adapter ``name``'s own LayerNorm and head values, keyed by the base parameters' names."""
     state = _require_state(model, name)
-    params = dict(model.named_parameters())
-    names = task_parameter_names(model, state.adapters[name].config)
-    stored = params if state.live == name else state.task_values.get(name, state.task_values.get(_BASE, params))
-    return {n: stored[n] for n in names}
-
-
-def _shared_task_names(model: nn.Module, state: AdapterState) -> list[str]:
-    """What switching swaps: LayerNorms and head, and the vocabulary head only while some
-    adapter trains it (copying a 65M-parameter ``lm_head`` on every switch is what it avoids)."""
-    vocab = any(e.config.train_vocab_head for e in state.adapters.values())
-    return (layernorm_parameter_names(model) + head_parameter_names(model)
-            + (vocab_head_parameter_names(model) if vocab else []))
-
-
-@torch.no_grad()
-def _cover_new_task_names(model: nn.Module, state: AdapterState, config: AdapterConfig) -> None:
-    """Before the first adapter that trains the vocabulary head joins, stash its base values:
-    until then no adapter could change them, so the live ones are the base's."""
-    base = state.task_values.get(_BASE)
-    if config.train_vocab_head and base is not None:
-        params = dict(model.named_parameters())
-        for n in vocab_head_parameter_names(model):
-            base.setdefault(n, params[n].detach().clone())
-
-
-@torch.no_grad()
-def _swap_task_values(model: nn.Module, state: AdapterState, to: str | None) -> None:
-    """Stash the live LayerNorm/head values and copy ``to``'s in place (optimizers keep
-    their references). An adapter seen for the first time starts from the base values."""
-    if state.live == to:
-        return
-    params = dict(model.named_parameters())
-    names = _shared_task_names(model, state)
-    state.task_values[state.live] = {n: params[n].detach().clone() for n in names}
-    base = state.task_values[_BASE]
-    incoming = state.task_values.get(to, base)
-    for n in names:
-        params[n].copy_(incoming.get(n, base[n]))
-    if to is not _BASE:
-        state.task_values.pop(to, None)
-    state.live = to
+    values = {}
+    for module_name in state.adapters[name].task_modules:
+        own = getattr(model.get_submodule(module_name), TASK_ATTR).values[name]
+        values.update((f"{module_name}.{key}", param) for key, param in own.named_parameters())
+    return values
 
 
 @torch.no_grad()
 def load_task_values(model: nn.Module, name: str, values: dict[str, torch.Tensor]) -> None:
-    """Set adapter ``name``'s LayerNorm/head values (live if it is active, else stashed)."""
-    state = _require_state(model, name)
-    params = dict(model.named_parameters())
-    if state.live == name:
-        for n, value in values.items():
-            params[n].copy_(value)
-        return
-    stash = state.task_values.get(name)
-    if stash is None:
-        base = state.task_values.get(_BASE)
-        stash = {n: (base[n] if base else params[n]).detach().clone()
-                 for n in _shared_task_names(model, state)}
-        state.task_values[name] = stash
-    for n, value in values.items():
-        stash[n].copy_(value)
+    """Set adapter ``name``'s own LayerNorm/head values (a loader's one copy)."""
+    own = task_values(model, name)
+    for param_name, value in values.items():
+        own[param_name].copy_(value)
 
 
-def _set_slots(model: nn.Module, name: str | None) -> None:
+def _route(model: nn.Module, state: AdapterState) -> None:
+    """Point every slot at the routed adapter and set which parameters train."""
+    routed = state.routed
     for module in model.modules():
-        if isinstance(module, AdapterSlot):
-            module.active = name if name in module.adapters else None
-
-
-def _apply_trainability(model: nn.Module, state: AdapterState) -> None:
-    """Freeze everything but the active adapter and what its config trains."""
+        if isinstance(module, (AdapterSlot, TaskSlot)):
+            module.route(routed)
+    trains = state.trainable if state.trainable is not None else [state.active] * (state.active is not None)
     trainable: set[str] = set()
-    if state.active is not None:
-        trainable.update(adapter_parameter_names(model, state.active))
-        trainable.update(task_parameter_names(model, state.adapters[state.active].config))
+    for name in trains:
+        trainable.update(adapter_parameter_names(model, name))
+        trainable.update(task_copy_parameter_names(model, name))
     for param_name, param in model.named_parameters():
         param.requires_grad_(param_name in trainable)
+    if getattr(model, "config", None) is not None:
+        setattr(model.config, CONFIG_KEY, {
+            "active": state.active,
+            "adapters": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites]}
+                         for name, entry in state.adapters.items()}})
+
+
+class RecomputeRouting:
+    """Activation checkpointing runs blocks again inside backward; they must run the adapters
+    routed when their forward ran, not those routed when backward comes (a graph may hold two).
+
+    Before each training forward, every checkpointing function transformers set on a module
+    (``_gradient_checkpointing_func``) is wrapped once: the wrapper notes the routing of each
+    checkpointed call and points the module's slots at it while the call is rerun in backward.
+    Works for reentrant and non-reentrant checkpointing alike.
+    """
+
+    def __init__(self, state: AdapterState) -> None:
+        self.state = state
+        self.wrapped: list[nn.Module] = []
+
+    def attach(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        return [model.register_forward_pre_hook(self.wrap_checkpointing), _Unwrap(self)]
+
+    def wrap_checkpointing(self, model: nn.Module, args: tuple) -> None:  # noqa: ARG002 - hook signature
+        if not model.training:
+            return
+        for owner in model.modules():
+            function = getattr(owner, "_gradient_checkpointing_func", None)
+            if callable(function) and not hasattr(function, "adaptkit_original"):
+                owner._gradient_checkpointing_func = self._rerun_with_forward_routing(owner, function)
+                self.wrapped.append(owner)
+
+    def _rerun_with_forward_routing(self, owner: nn.Module, original):
+        state = self.state
+
+        def checkpoint(function, *args, **kwargs):
+            routed = state.routed
+
+            def run(*inner_args, **inner_kwargs):
+                if not _in_backward():
+                    return function(*inner_args, **inner_kwargs)
+                slots = [m for m in owner.modules() if isinstance(m, (AdapterSlot, TaskSlot))]
+                live = [(slot, slot.active) for slot in slots]
+                for slot in slots:
+                    slot.route(routed)
+                try:
+                    return function(*inner_args, **inner_kwargs)
+                finally:
+                    for slot, active in live:
+                        slot.active = active
+
+            return original(run, *args, **kwargs)
+
+        checkpoint.adaptkit_original = original
+        return checkpoint
+
+
+class _Unwrap:
+    """A handle whose ``remove`` gives every wrapped module its own checkpointing function back."""
+
+    def __init__(self, routing: RecomputeRouting) -> None:
+        self.routing = routing
+
+    def remove(self) -> None:
+        for owner in self.routing.wrapped:
+            function = getattr(owner, "_gradient_checkpointing_func", None)
+            if hasattr(function, "adaptkit_original"):
+                owner._gradient_checkpointing_func = function.adaptkit_original
+        self.routing.wrapped.clear()
+
+
+def _in_backward() -> bool:
+    return torch._C._current_graph_task_id() != -1

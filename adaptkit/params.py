@@ -8,6 +8,8 @@ from torch import nn
 
 SLOT_ATTR = "adaptkit"
 ADAPTER_MARK = f".{SLOT_ATTR}.adapters."
+TASK_ATTR = "adaptkit_task"
+TASK_MARK = f".{TASK_ATTR}.values."
 CATEGORIES = ("adapters", "layernorms", "head", "vocab_head", "other")
 
 
@@ -21,6 +23,24 @@ def adapter_parameter_names(model: nn.Module, adapter: str | None = None) -> lis
     """Parameters of all adapters, or of the one named ``adapter``."""
     mark = ADAPTER_MARK + (f"{adapter}." if adapter else "")
     return [n for n, _ in model.named_parameters() if mark in n]
+
+
+def task_copy_parameter_names(model: nn.Module, adapter: str | None = None) -> list[str]:
+    """Adapters' own copies of LayerNorm/head parameters, of all adapters or of one."""
+    mark = TASK_MARK + (f"{adapter}." if adapter else "")
+    return [n for n, _ in model.named_parameters() if mark in n]
+
+
+def base_name(name: str) -> str:
+    """The base parameter an adapter's copy stands for (the name itself for any other)."""
+    if TASK_MARK not in name:
+        return name
+    module, _, rest = name.partition(TASK_MARK)
+    return f"{module}.{rest.split('.', 1)[1]}"
+
+
+def is_adaptkit_name(name: str) -> bool:
+    return ADAPTER_MARK in name or TASK_MARK in name
 
 
 def layernorm_parameter_names(model: nn.Module) -> list[str]:
@@ -53,7 +73,7 @@ def vocab_head_parameter_names(model: nn.Module) -> list[str]:
         output = None
     if not isinstance(output, nn.Module):
         return []
-    own = {id(p) for p in output.parameters()}
+    own = {id(p) for p in output.parameters(recurse=False)}
     return [n for n, p in _outside_base_model(model) if id(p) in own]
 
 
@@ -62,7 +82,8 @@ def _outside_base_model(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     if base is model:
         return []
     prefix = next((n for n, m in model.named_modules() if m is base), "")
-    return [(n, p) for n, p in model.named_parameters() if not n.startswith(prefix + ".")]
+    return [(n, p) for n, p in model.named_parameters()
+            if not n.startswith(prefix + ".") and not is_adaptkit_name(n)]
 
 
 @dataclass
@@ -101,14 +122,15 @@ class ParameterReport:
 
 
 def count_parameters(model: nn.Module) -> ParameterReport:
-    """Counts per category, each tensor once (tied weights are not counted twice)."""
+    """Counts per category, each tensor once (tied weights are not counted twice); an adapter's
+    own LayerNorms and head count under LayerNorms and head, beside the base's frozen ones."""
     categories = {n: "adapters" for n in adapter_parameter_names(model)}
     categories.update((n, "vocab_head") for n in vocab_head_parameter_names(model))
     categories.update((n, "head") for n in head_parameter_names(model) if n not in categories)
     categories.update((n, "layernorms") for n in layernorm_parameter_names(model))
     report = ParameterReport()
     for name, param in model.named_parameters():
-        category = categories.get(name, "other")
+        category = categories.get(name) or categories.get(base_name(name), "other")
         report.total[category] += param.numel()
         if param.requires_grad:
             report.trainable[category] += param.numel()

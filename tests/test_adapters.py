@@ -4,7 +4,10 @@ import pytest
 import torch
 
 import adaptkit
-from adaptkit.params import adapter_parameter_names, head_parameter_names, layernorm_parameter_names
+from adaptkit.params import (
+    adapter_parameter_names, base_name, head_parameter_names, layernorm_parameter_names,
+    task_copy_parameter_names,
+)
 from tiny_models import FALLBACK_TYPES, REGISTRY_TYPES, logits, tiny_inputs, tiny_model
 
 ALL_TYPES = REGISTRY_TYPES + FALLBACK_TYPES[:3]
@@ -37,9 +40,9 @@ def test_identity_init_trainable_set_and_counts(model_type, placement):
     kinds = {s.kind for s in sites}
     assert kinds == ({"attention", "ffn"} if placement == "houlsby" else {"ffn"})
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    expected = (set(adapter_parameter_names(model, "near")) | set(layernorm_parameter_names(model))
-                | set(head_parameter_names(model)))
-    assert trainable == expected
+    copies = task_copy_parameter_names(model, "near")
+    assert trainable == set(adapter_parameter_names(model, "near")) | set(copies)
+    assert {base_name(n) for n in copies} == set(layernorm_parameter_names(model)) | set(head_parameter_names(model))
     assert adapter_parameter_names(model, "near") and head_parameter_names(model)
 
     report = adaptkit.count_parameters(model)

@@ -1,0 +1,99 @@
+"""The Hugging Face round trip: ``save_pretrained`` / ``Trainer.save_model`` folders.
+
+Such a folder holds the base model's values under their own names (``from_pretrained`` of it is
+exactly the base) and every adapter's tensors under adaptkit's names, with the adapters' configs
+in ``config.json`` (``model.config.adaptkit_adapters``). ``restore_adapters`` brings them back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .config import AdapterConfig
+from .errors import AdapterConfigError, AdapterError, CheckpointError
+from .hub import local_folder
+from .model import CONFIG_KEY, delete_adapter, get_state, insert_adapter, refuse_meta, set_active_adapter
+from .params import is_adaptkit_name
+from .targets import Site
+
+_PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json"]
+
+
+def restore_adapters(model: nn.Module, directory: str | Path, revision: str | None = None) -> list[str]:
+    """Re-add the adapters saved with the model in ``directory`` (a folder or a Hub repo id)
+    onto ``model``, the base loaded from it with ``from_pretrained``; returns their names and
+    activates the one that was active. All or nothing: on any error no adapter is left."""
+    refuse_meta(model)
+    if get_state(model) is not None:
+        raise AdapterError("this model already has adapters; restore onto the plain model that "
+                           "from_pretrained returns for the folder")
+    folder = local_folder(directory, _PATTERNS, revision)
+    record = _read_record(folder)
+    tensors = _read_adaptkit_tensors(folder)
+    added: list[str] = []
+    try:
+        for name, entry in record["adapters"].items():
+            config = AdapterConfig.from_dict(entry["config"])
+            sites = [Site(**site) for site in entry["sites"]]
+            insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
+            added.append(name)
+        _copy_into(model, tensors, folder)
+        if record.get("active") in added:
+            set_active_adapter(model, record["active"])
+    except (AdapterConfigError, TypeError, KeyError) as exc:
+        _undo(model, added)
+        raise CheckpointError(f"{folder / 'config.json'}: its {CONFIG_KEY} entry is damaged ({exc}); "
+                              "re-save the model") from None
+    except BaseException:
+        _undo(model, added)
+        raise
+    return added
+
+
+def _read_record(folder: Path) -> dict:
+    path = folder / "config.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")).get(CONFIG_KEY)
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise CheckpointError(f"{path} could not be read ({exc}): not a save_pretrained folder") from None
+    if not isinstance(record, dict) or not isinstance(record.get("adapters"), dict) or not record["adapters"]:
+        raise CheckpointError(f"{path} lists no adaptkit adapters ({CONFIG_KEY}): the model was saved "
+                              "without adapters. An adapter saved with adaptkit.save_adapter loads "
+                              "with adaptkit.load_adapter")
+    return record
+
+
+def _read_adaptkit_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"{folder} holds no .safetensors weights: save the model with "
+                              "save_pretrained (safetensors is its default)")
+    tensors = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            tensors.update((k, handle.get_tensor(k)) for k in handle.keys() if is_adaptkit_name(k))
+    return tensors
+
+
+@torch.no_grad()
+def _copy_into(model: nn.Module, tensors: dict[str, torch.Tensor], folder: Path) -> None:
+    params = {n: p for n, p in model.named_parameters() if is_adaptkit_name(n)}
+    missing = sorted(set(params) - set(tensors))
+    misshapen = [n for n in params if n in tensors and tensors[n].shape != params[n].shape]
+    if missing or misshapen:
+        raise CheckpointError(
+            f"{folder}'s weights do not hold the adapters its config.json lists: "
+            + (f"missing {missing[:3]}{' …' if len(missing) > 3 else ''} " if missing else "")
+            + (f"other shapes {misshapen[:3]}" if misshapen else "") + "; re-save the model")
+    for name, param in params.items():
+        param.copy_(tensors[name])
+
+
+def _undo(model: nn.Module, added: list[str]) -> None:
+    for name in reversed(added):
+        delete_adapter(model, name)
