@@ -9,8 +9,8 @@ from .errors import (  # noqa: E402
 )
 from .hub import push_adapter  # noqa: E402
 from .model import (  # noqa: E402
-    active_adapter, adapters_disabled, add_adapter, delete_adapter, list_adapters, set_active_adapter,
-    set_trainable_adapters,
+    active_adapter, adapters_disabled, add_adapter, delete_adapter, list_adapters, per_example_adapters,
+    set_active_adapter, set_trainable_adapters,
 )
 from .pretrained import restore_adapters  # noqa: E402
 from .params import ParameterReport, count_parameters  # noqa: E402
@@ -20,6 +20,6 @@ __all__ = [
     "AdapterConfig", "AdapterConfigError", "AdapterError", "BaseModelMismatchError", "CheckpointError",
     "CONFIG_NAME", "ParameterReport", "REGISTRY", "Site", "TargetModuleError", "WEIGHTS_NAME",
     "active_adapter", "adapters_disabled", "add_adapter", "count_parameters", "delete_adapter",
-    "list_adapters", "load_adapter", "push_adapter", "resolve_sites", "restore_adapters", "save_adapter",
+    "list_adapters", "load_adapter", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters", "save_adapter",
     "set_active_adapter", "set_trainable_adapters",
 ]

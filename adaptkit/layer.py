@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import Union
 
 import torch
 from torch import nn
 
 from .config import AdapterConfig
+from .errors import AdapterError
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh,
@@ -42,55 +45,105 @@ class BottleneckAdapter(nn.Module):
             nn.init.zeros_(self.up.weight)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The bottleneck runs in the adapter's dtype (float32 on a 16-bit base), the sum in the
-        model's."""
-        delta = self.up(self.dropout(self.act(self.down(hidden.to(self.down.weight.dtype)))))
-        return hidden + delta.to(hidden.dtype)
+        return hidden + self.delta(hidden)
+
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The bottleneck runs in the adapter's dtype (float32 on a 16-bit base), its result is
+        in the model's."""
+        return self.up(self.dropout(self.act(self.down(hidden.to(self.down.weight.dtype))))).to(hidden.dtype)
 
 
-class AdapterSlot(nn.Module):
+@dataclass(frozen=True)
+class RowGroups:
+    """Per-example routing: the rows of a batch of ``size`` that each adapter runs on (rows of
+    no group run the base model)."""
+
+    size: int
+    groups: tuple[tuple[str, torch.Tensor], ...]
+
+    def rows_of(self, tensor: torch.Tensor, where: str) -> None:
+        """Refuse a tensor whose first dimension is not this batch (beam search expands it)."""
+        if tensor.dim() == 0 or tensor.shape[0] != self.size:
+            raise AdapterError(
+                f"per_example_adapters names {self.size} examples, but {where} got a tensor of shape "
+                f"{tuple(tensor.shape)}: mixed batches need the batch first and unexpanded. Beam "
+                "search and num_return_sequences > 1 expand it: decode greedily, or run one "
+                "adapter at a time")
+
+
+Routing = Union[str, RowGroups, None]
+
+
+class _Slot(nn.Module):
+    """What both slots share: which adapter (or which rows per adapter) runs now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active: str | None = None
+        self.rows: RowGroups | None = None
+
+    def owned(self) -> nn.ModuleDict:
+        raise NotImplementedError
+
+    def route(self, routing: Routing) -> None:
+        owned = self.owned()
+        if isinstance(routing, RowGroups):
+            self.active = None
+            self.rows = RowGroups(routing.size, tuple(g for g in routing.groups if g[0] in owned))
+        else:
+            self.active = routing if routing in owned else None
+            self.rows = None
+
+
+class AdapterSlot(_Slot):
     """Holds the named adapters of one projection and applies the routed one to its output.
 
     It is attached as a child of the projection (so adapters follow the model's device and dtype
     and keep the original parameter names intact) and runs from a forward hook, so the
-    projection keeps its class: transformers 5 records outputs by module class.
+    projection keeps its class: transformers 5 records outputs by module class. In a mixed batch
+    the projection runs once and each adapter's delta goes to its own rows.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.adapters = nn.ModuleDict()
-        self.active: str | None = None
 
-    def route(self, name: str | None) -> None:
-        self.active = name if name in self.adapters else None
+    def owned(self) -> nn.ModuleDict:
+        return self.adapters
 
     def hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
-        if self.active is None:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if self.rows is not None:
+            self.rows.rows_of(hidden, "an adapted projection")
+            for name, rows in self.rows.groups:
+                rows = rows.to(hidden.device)
+                hidden = hidden.index_add(0, rows, self.adapters[name].delta(hidden[rows]))
+        elif self.active is not None:
+            hidden = self.adapters[self.active](hidden)
+        else:
             return output
-        adapter = self.adapters[self.active]
-        if isinstance(output, tuple):
-            return (adapter(output[0]),) + output[1:]
-        return adapter(output)
+        return (hidden,) + output[1:] if isinstance(output, tuple) else hidden
 
 
-class TaskSlot(nn.Module):
+class TaskSlot(_Slot):
     """Each adapter's own copy of the parameters one module holds directly (a LayerNorm's
     weight and bias, a head Linear's), put in place for the forward while that adapter is routed.
 
     Attached as a child of the module, so ``state_dict`` keeps the base values under their own
     names and every adapter's under ``<module>.adaptkit_task.values.<adapter>.<param>``. The swap
     exchanges Parameter objects, never data: several adapters and the base can share one graph,
-    and any norm class works (LayerNorm, RMSNorm, T5LayerNorm, Gemma's 1 + w).
+    and any norm class works (LayerNorm, RMSNorm, T5LayerNorm, Gemma's 1 + w). In a mixed batch
+    the module runs on the whole batch with the base values, then again on each adapter's rows
+    with that adapter's values.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.values = nn.ModuleDict()
-        self.active: str | None = None
         self._base: dict[str, torch.Tensor] = {}
 
-    def route(self, name: str | None) -> None:
-        self.active = name if name in self.values else None
+    def owned(self) -> nn.ModuleDict:
+        return self.values
 
     def add(self, name: str, module: nn.Module, dtype: torch.dtype | None) -> None:
         """Give adapter ``name`` a copy of ``module``'s own parameters (in ``dtype`` if given)."""
@@ -101,16 +154,31 @@ class TaskSlot(nn.Module):
         self.values[name] = own
 
     def pre_hook(self, module: nn.Module, args: tuple) -> None:  # noqa: ARG002 - hook signature
-        if self.active is None or self.active not in self.values:
-            return
-        own = self.values[self.active]
+        if self.active is not None:
+            self._put(module, self.active)
+
+    def post_hook(self, module: nn.Module, args: tuple, output):
+        if self._base:
+            self._restore(module)
+        elif self.rows is not None and self.rows.groups and args:
+            self.rows.rows_of(args[0], f"{type(module).__name__} (a trained LayerNorm or head)")
+            for name, rows in self.rows.groups:
+                rows = rows.to(args[0].device)
+                self._put(module, name)
+                try:
+                    part = module.forward(args[0][rows], *args[1:])
+                finally:
+                    self._restore(module)
+                output = output.index_copy(0, rows, part.to(output.dtype))
+        return output
+
+    def _put(self, module: nn.Module, name: str) -> None:
+        own = self.values[name]
         self._base = {key: module._parameters[key] for key in own._parameters}
         for key, param in own._parameters.items():
             base_dtype = self._base[key].dtype
             module._parameters[key] = param if param.dtype == base_dtype else param.to(base_dtype)
 
-    def post_hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
-        if self._base:
-            module._parameters.update(self._base)
-            self._base = {}
-        return output
+    def _restore(self, module: nn.Module) -> None:
+        module._parameters.update(self._base)
+        self._base = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import AdapterError
-from .layer import AdapterSlot, BottleneckAdapter, TaskSlot
+from .layer import AdapterSlot, BottleneckAdapter, Routing, RowGroups, TaskSlot
 from .params import (
     SLOT_ATTR, TASK_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names,
     task_copy_parameter_names, vocab_head_parameter_names,
@@ -47,13 +47,17 @@ class AdapterState:
     active: str | None = None
     disabled: int = 0  # depth of nested ``adapters_disabled`` contexts
     trainable: list[str] | None = None  # None: the active adapter trains
+    per_example: RowGroups | None = None  # set inside ``per_example_adapters``
     hooks: dict[str, list[torch.utils.hooks.RemovableHandle]] = field(default_factory=dict)
     original_requires_grad: dict[str, bool] = field(default_factory=dict)
 
     @property
-    def routed(self) -> str | None:
-        """The adapter the forward runs now: the active one, unless a context disabled it."""
-        return None if self.disabled else self.active
+    def routing(self) -> Routing:
+        """What the forward runs now: the base inside ``adapters_disabled``, else each example's
+        adapter inside ``per_example_adapters``, else the active adapter."""
+        if self.disabled:
+            return None
+        return self.per_example if self.per_example is not None else self.active
 
 
 def get_state(model: nn.Module) -> AdapterState | None:
@@ -251,6 +255,37 @@ def adapters_disabled(model: nn.Module) -> Iterator[None]:
             _route(model, state)
 
 
+@contextlib.contextmanager
+def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Iterator[None]:
+    """Inside, example ``i`` of each batch runs adapter ``names[i]`` (``None``: the base model),
+    with that adapter's LayerNorms and head: several tasks in one forward. The projections run
+    once for the whole batch; each adapter adds its delta to its own rows. Which adapters train
+    is ``set_trainable_adapters``'s choice. Greedy ``generate`` works; beam search is refused."""
+    state = _require_state(model)
+    names = list(names)
+    unknown = sorted({n for n in names if n is not None and n not in state.adapters}, key=str)
+    if not names or unknown:
+        raise AdapterError(f"per_example_adapters needs one adapter name (or None) per example; "
+                           + (f"unknown: {unknown}; this model has: {', '.join(state.adapters)}"
+                              if unknown else "got none"))
+    if state.per_example is not None:
+        raise AdapterError("per_example_adapters contexts do not nest: leave the outer one first")
+    device = next(model.parameters()).device
+    groups: dict[str, list[int]] = {}
+    for row, name in enumerate(names):
+        if name is not None:
+            groups.setdefault(name, []).append(row)
+    state.per_example = RowGroups(len(names), tuple(
+        (name, torch.tensor(rows, device=device)) for name, rows in groups.items()))
+    _route(model, state)
+    try:
+        yield
+    finally:
+        state.per_example = None
+        if get_state(model) is state:
+            _route(model, state)
+
+
 def list_adapters(model: nn.Module) -> dict[str, AdapterConfig]:
     state = get_state(model)
     return {n: e.config for n, e in state.adapters.items()} if state else {}
@@ -297,10 +332,10 @@ def load_task_values(model: nn.Module, name: str, values: dict[str, torch.Tensor
 
 def _route(model: nn.Module, state: AdapterState) -> None:
     """Point every slot at the routed adapter and set which parameters train."""
-    routed = state.routed
+    routing = state.routing
     for module in model.modules():
         if isinstance(module, (AdapterSlot, TaskSlot)):
-            module.route(routed)
+            module.route(routing)
     trains = state.trainable if state.trainable is not None else [state.active] * (state.active is not None)
     trainable: set[str] = set()
     for name in trains:
@@ -345,20 +380,20 @@ class RecomputeRouting:
         state = self.state
 
         def checkpoint(function, *args, **kwargs):
-            routed = state.routed
+            routing = state.routing
 
             def run(*inner_args, **inner_kwargs):
                 if not _in_backward():
                     return function(*inner_args, **inner_kwargs)
                 slots = [m for m in owner.modules() if isinstance(m, (AdapterSlot, TaskSlot))]
-                live = [(slot, slot.active) for slot in slots]
+                live = [(slot, slot.active, slot.rows) for slot in slots]
                 for slot in slots:
-                    slot.route(routed)
+                    slot.route(routing)
                 try:
                     return function(*inner_args, **inner_kwargs)
                 finally:
-                    for slot, active in live:
-                        slot.active = active
+                    for slot, active, rows in live:
+                        slot.active, slot.rows = active, rows
 
             return original(run, *args, **kwargs)
 
