@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from adaptkit import __version__
 from adaptkit.errors import AdapterError
 
 from .data import GlueDataError
@@ -14,7 +15,7 @@ from .losses import LOSSES
 from .methods import DEFAULT_LR, METHODS, MethodSpec
 from .runs import RunError
 from .train import DivergenceError
-from .tasks import TASKS
+from .tasks import TASKS, get_task
 
 EXAMPLES = """examples:
   adaptkit-glue train --task rte --data-dir ../shared/data/glue --method adapter --size 64 --output-dir runs/rte
@@ -30,11 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaptkit-glue", description=__doc__, epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="fine-tune one task and save scores and the small checkpoint",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--task", required=True, choices=sorted(TASKS), help="GLUE task")
+    train.add_argument("--task", required=True, type=_task_name, metavar="TASK",
+                       help="GLUE task, any case or spelling of the GLUE download: "
+                            + ", ".join(t.dir_name for t in TASKS.values()))
     train.add_argument("--output-dir", required=True, help="where results.json, run_config.json and the checkpoint go")
     _add_data_and_model(train)
     method = train.add_argument_group("method (what trains)")
@@ -84,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             sub.add_argument("--output", required=True, help="folder for <TASK>.tsv submission files")
     return parser
+
+
+def _task_name(text: str) -> str:
+    try:
+        return get_task(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_data_and_model(parser: argparse.ArgumentParser) -> None:

@@ -85,6 +85,11 @@ class TrainConfig:
             self.method = MethodSpec.from_dict(self.method)
         self.task = get_task(self.task).name
         self.model = self.model or default_model()
+        # Absolute, so eval and predict find them from any directory.
+        if self.data_dir is not None:
+            self.data_dir = str(Path(self.data_dir).resolve())
+        if Path(self.model).exists():
+            self.model = str(Path(self.model).resolve())
         self.lr = self.lr if self.lr is not None else DEFAULT_LR[self.method.name]
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length"):
             if getattr(self, name) < 1:
