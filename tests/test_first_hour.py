@@ -47,3 +47,31 @@ def test_run_config_paths_are_absolute_and_checkpoints_readable_by_others(tiny_m
             assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     monkeypatch.chdir(tmp_path.parent)
     assert main(["eval", "--run-dir", str(tmp_path / "run")]) == 0
+
+
+@pytest.mark.parametrize("model, message", [
+    ("./no/such/model", "no model at that path"),
+    ("/tmp/definitely/missing/model", "no model at that path"),
+])
+def test_missing_model_path_is_named_before_anything_loads(model, message, tmp_path, capsys):
+    assert main(["train", "--task", "rte", "--model", model, "--output-dir", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_folder_without_a_model_is_named(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--task", "rte", "--model", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "run")]) == 2
+    assert "holds no model (no config.json)" in capsys.readouterr().err
+
+
+def test_one_plain_line_for_a_new_head_and_none_in_eval(tiny_model_dir, tmp_path, capfd):
+    write_rte(tmp_path / "glue")
+    assert main(["train", "--task", "rte", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path / "glue"),
+                 "--output-dir", str(tmp_path / "run"), "--epochs", "1", "--size", "8"]) == 0
+    err = capfd.readouterr().err
+    assert "new classification head (classifier.bias, classifier.weight)" in err
+    assert "LOAD REPORT" not in err and "\x1b[" not in err
+    assert main(["eval", "--run-dir", str(tmp_path / "run")]) == 0
+    err = capfd.readouterr().err
+    assert "classification head" not in err and "LOAD REPORT" not in err
