@@ -1,20 +1,22 @@
-"""GLUE tasks: task definitions, split loading and metrics."""
+"""GLUE tasks: task definitions, split loading and metrics.
 
-from .data import GlueDataError, LoadReport, available_splits, glue_features, load_split, load_split_with_report
-from .metrics import compute_metrics, glue_average, task_score
-from .tasks import TASKS, GlueTask, get_task
+The names below load their modules on first use, so ``adaptkit-glue --help`` does not import
+datasets or torch.
+"""
 
-__all__ = [
-    "TASKS",
-    "GlueDataError",
-    "GlueTask",
-    "LoadReport",
-    "available_splits",
-    "compute_metrics",
-    "get_task",
-    "glue_average",
-    "glue_features",
-    "load_split",
-    "load_split_with_report",
-    "task_score",
-]
+import importlib
+
+_EXPORTS = {
+    "TASKS": "tasks", "GlueTask": "tasks", "get_task": "tasks",
+    "GlueDataError": "data", "LoadReport": "data", "available_splits": "data", "glue_features": "data",
+    "load_split": "data", "load_split_with_report": "data",
+    "compute_metrics": "metrics", "glue_average": "metrics", "task_score": "metrics",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

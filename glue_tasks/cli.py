@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import sys
 
-from adaptkit import __version__
-from adaptkit.errors import AdapterError
-
-from .data import GlueDataError
-from .losses import LOSSES
-from .methods import DEFAULT_LR, METHODS, MethodSpec
-from .runs import RunError
-from .train import DivergenceError
+from .choices import DEFAULT_LR, LOSSES, METHODS
 from .tasks import TASKS, get_task
 
 EXAMPLES = """examples:
@@ -31,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaptkit-glue", description=__doc__, epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {importlib.metadata.version('adaptkit')}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="fine-tune one task and save scores and the small checkpoint",
@@ -109,6 +104,7 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace):
+    from .methods import MethodSpec
     from .train import TrainConfig
 
     spec = MethodSpec(name=args.method, placement=args.placement, size=args.size,
@@ -122,6 +118,11 @@ def _train_config(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    from adaptkit.errors import AdapterError  # after parsing: --help needs no torch
+
+    from .data import GlueDataError
+    from .runs import RunError
+    from .train import DivergenceError
     try:
         if args.command == "train":
             from .train import train

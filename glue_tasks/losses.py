@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-LOSSES = ("ce", "cosine", "cosine+ce")
+from .choices import LOSSES
 
 
 class TaskLoss(nn.Module):

@@ -18,11 +18,7 @@ import adaptkit
 from adaptkit.params import head_parameter_names, layernorm_parameter_names
 from adaptkit.targets import find_blocks
 
-METHODS = ("adapter", "full", "top-k", "layernorm", "lora", "scratch")
-
-#: Learning rates in the range of the papers' sweeps (adapters ~1e-4..1e-3, full ~2e-5..5e-5).
-DEFAULT_LR = {"adapter": 5e-4, "full": 3e-5, "top-k": 1e-4, "layernorm": 1e-3, "lora": 5e-4,
-              "scratch": 1e-4}
+from .choices import DEFAULT_LR, METHODS  # noqa: F401 - re-exported for the trainer and sweeps
 
 
 @dataclass

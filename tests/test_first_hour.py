@@ -4,6 +4,8 @@ work from anywhere, checkpoints others can read."""
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +77,11 @@ def test_one_plain_line_for_a_new_head_and_none_in_eval(tiny_model_dir, tmp_path
     assert main(["eval", "--run-dir", str(tmp_path / "run")]) == 0
     err = capfd.readouterr().err
     assert "classification head" not in err and "LOAD REPORT" not in err
+
+
+def test_help_imports_neither_torch_nor_datasets():
+    code = ("import sys\nfrom glue_tasks.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n"
+            "    pass\nprint(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("[]"), out[-300:]
+    assert "--epochs EPOCHS" in out and "(default: 3)" in out

@@ -192,7 +192,7 @@ def test_cli_bad_input_exits_2_with_a_message(tiny_model_dir, tmp_path, capsys, 
 def test_unknown_task_and_non_empty_output_dir(tiny_model_dir, rte_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--task", "rtee", "--output-dir", str(tmp_path)])
-    assert "invalid choice: 'rtee'" in capsys.readouterr().err
+    assert "unknown GLUE task 'rtee'; valid tasks:" in capsys.readouterr().err
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     assert main(train_args(tiny_model_dir, rte_dir, tmp_path / "busy")) == 2
