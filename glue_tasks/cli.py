@@ -51,12 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--lora-alpha", type=int, default=16, help="LoRA scaling alpha")
     method.add_argument("--lora-targets", nargs="+", help="LoRA target modules (default: PEFT's for the model type)")
     opt = train.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=3)
+    opt.add_argument("--epochs", type=int, default=3, help="passes over the training data")
     opt.add_argument("--batch-size", type=int, default=32, help="per process")
-    opt.add_argument("--eval-batch-size", type=int, default=64)
+    opt.add_argument("--eval-batch-size", type=int, default=64, help="batch size for dev/test scoring")
     opt.add_argument("--lr", type=float, help="learning rate; default per method: "
                      + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
-    opt.add_argument("--weight-decay", type=float, default=0.0)
+    opt.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     opt.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up share of all steps")
     opt.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
     opt.add_argument("--loss", default="ce", choices=LOSSES,
@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(Barz & Denzler 2020). STS-B always uses MSE")
     opt.add_argument("--ce-weight", type=float, default=0.1, help="λ of cosine+ce")
     opt.add_argument("--max-train-samples", type=int, help="train on a seeded random subsample of this size")
-    opt.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    opt.add_argument("--seed", type=int, default=42)
+    opt.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"],
+                     help="autocast through Accelerate (fp16 needs a GPU)")
+    opt.add_argument("--seed", type=int, default=42, help="seeds data order, init and subsampling")
     out = train.add_argument_group("output")
     out.add_argument("--save-full", action="store_true", help="also save the whole model (full/scratch)")
     out.add_argument("--overwrite", action="store_true", help="allow a non-empty --output-dir")
