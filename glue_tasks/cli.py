@@ -41,14 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="adapter: bottleneck adapters + LayerNorms (unless --freeze-layernorms) + head; "
                              "full: everything; top-k: top k blocks + head (k=0: head only); layernorm: LayerNorms + "
                              "head; lora: PEFT LoRA + head; scratch: random init, everything trained")
-    method.add_argument("--placement", default="houlsby", choices=["houlsby", "pfeiffer"],
-                        help="adapter placement: after attention and feed-forward (houlsby) or feed-forward only")
-    method.add_argument("--size", type=int, default=64, help="adapter bottleneck size m")
+    method.add_argument("--placement", choices=["houlsby", "pfeiffer"],
+                        help="adapter placement: after attention and feed-forward (houlsby, the default) or "
+                             "feed-forward only")
+    method.add_argument("--size", type=int, help="adapter bottleneck size m (default 64)")
     method.add_argument("--freeze-layernorms", action="store_true",
                         help="adapter: keep the LayerNorms frozen, as AdapterHub does; Houlsby et al. train them")
-    method.add_argument("--top-k", type=int, default=0, help="number of top blocks trained by --method top-k")
-    method.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r")
-    method.add_argument("--lora-alpha", type=int, default=16, help="LoRA scaling alpha")
+    method.add_argument("--top-k", type=int, help="number of top blocks trained by --method top-k (default 0)")
+    method.add_argument("--lora-rank", type=int, help="LoRA rank r (default 8)")
+    method.add_argument("--lora-alpha", type=int, help="LoRA scaling alpha (default 16)")
     method.add_argument("--lora-targets", nargs="+", help="LoRA target modules (default: PEFT's for the model type)")
     opt = train.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=3, help="passes over the training data")
@@ -108,9 +109,15 @@ def _train_config(args: argparse.Namespace):
     from .methods import MethodSpec
     from .train import TrainConfig
 
-    spec = MethodSpec(name=args.method, placement=args.placement, size=args.size,
-                      train_layernorms=not args.freeze_layernorms, top_k=args.top_k, lora_rank=args.lora_rank,
-                      lora_alpha=args.lora_alpha, lora_targets=args.lora_targets)
+    given = {"placement": args.placement, "size": args.size, "top_k": args.top_k, "lora_rank": args.lora_rank,
+             "lora_alpha": args.lora_alpha, "lora_targets": args.lora_targets}
+    given = {k: v for k, v in given.items() if v is not None}
+    spec = MethodSpec(name=args.method, train_layernorms=not args.freeze_layernorms, **given)
+    ignored = sorted(set(given) - set(spec.relevant()))
+    if ignored:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in ignored)
+        raise ValueError(f"{flags} does not apply to --method {args.method}; drop it, or choose the method it "
+                         "belongs to (--size/--placement: adapter, --top-k: top-k, --lora-*: lora)")
     fields = {k: v for k, v in vars(args).items()
               if k in TrainConfig.__dataclass_fields__ and k != "method"}
     return TrainConfig(method=spec, **fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,19 +77,29 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, model: str | 
 
 def predict_run(run_dir: str | Path, output: str | Path, data_dir: str | None = None,
                 model: str | None = None) -> list[Path]:
-    """Write the GLUE-server submission file(s) for the task's test split(s)."""
+    """Write the GLUE-server submission file(s) for the task's test split(s); without a test
+    split, predictions for the dev split(s) (``<TASK>-<split>.tsv``), saying so. The splits are
+    checked before any model loads."""
     run_dir, output = Path(run_dir), Path(output)
-    run = load_run(run_dir, model)
-    task, data_dir = run.task, data_dir or run.cfg.data_dir
-    splits = [s for s in task.test_splits if s in available_splits(task, data_dir)]
+    cfg = TrainConfig(**{**read_json(run_dir / RUN_CONFIG), "overwrite": True})
+    task, data_dir = get_task(cfg.task), data_dir or cfg.data_dir
+    available = available_splits(task, data_dir)
+    splits = [s for s in task.test_splits if s in available]
     if not splits:
-        raise GlueDataError(f"no test split of {task.name} under {data_dir}: put {task.dir_name}/test.tsv "
-                            "(GLUE layout) there, or pass --data-dir")
+        splits = [s for s in task.dev_splits if s in available]
+        if not splits:
+            raise GlueDataError(f"no test or dev split of {task.name} under {data_dir}: put "
+                                f"{task.dir_name}/test.tsv (GLUE layout) there, or pass --data-dir")
+        print(f"no test split of {task.name} under {data_dir}: predicting the dev split "
+              f"({', '.join(splits)}) instead", file=sys.stderr)
+    run = load_run(run_dir, model)
     written = []
     for split in splits:
         data = load_split(task, split, data_dir)
         logits, _ = predict_logits(run.model, run.loader(data), run.accelerator, f"predict {split}")
-        path = output / f"{SUBMISSION_NAMES[split if task.name == 'mnli' else task.name]}.tsv"
+        name = (SUBMISSION_NAMES[split if task.name == 'mnli' else task.name] if split in task.test_splits
+                else f"{task.dir_name}-{split}")
+        path = output / f"{name}.tsv"
         if run.accelerator.is_main_process:
             write_text_atomic(path, _submission(task, data["idx"], predictions_from(logits, task)))
         written.append(path)

@@ -37,6 +37,8 @@ class MethodSpec:
     def __post_init__(self) -> None:
         if self.name not in METHODS:
             raise ValueError(f"unknown method {self.name!r}; choose one of {', '.join(METHODS)}")
+        if self.size < 1:
+            raise ValueError(f"--size must be >= 1, got {self.size}")
         if self.top_k < 0:
             raise ValueError(f"--top-k must be >= 0, got {self.top_k}")
         if not self.train_layernorms and self.name != "adapter":

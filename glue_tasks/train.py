@@ -311,8 +311,8 @@ class TrainingLoop:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Fine-tune ``cfg.task`` with ``cfg.method``; returns (and on the main process writes) the results."""
-    task = get_task(cfg.task)
+    """Fine-tune ``cfg.task`` with ``cfg.method``; returns (and on the main process writes) the results.
+    A run that fails before writing anything leaves no empty output directory behind."""
     output_dir = Path(cfg.output_dir)
     accelerator = make_accelerator(
         cfg.cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
@@ -320,9 +320,20 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise ValueError("--mixed-precision fp16 needs a GPU (on the CPU it would silently run in fp32); "
                          "use --mixed-precision bf16 on the CPU")
+    created = not output_dir.exists()
     if accelerator.is_main_process:
         check_output_dir(output_dir, cfg.overwrite or cfg.resume)
         output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(cfg, accelerator, output_dir)
+    except BaseException:
+        if created and accelerator.is_main_process and output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()
+        raise
+
+
+def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict:
+    task = get_task(cfg.task)
     set_seed(cfg.seed)
     started = time.perf_counter()
     data = load_training_data(cfg, task, accelerator)
@@ -391,6 +402,9 @@ def train(cfg: TrainConfig) -> dict:
         write_json_atomic(output_dir / RUN_CONFIG, cfg.to_dict())
         write_json_atomic(output_dir / RESULTS, results)
         state_path.unlink(missing_ok=True)  # the run is complete: the results replace the state
-        log(f"best epoch {best['epoch']}: {_format_metrics(best['dev'])} → {output_dir}")
+        written = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
+        log(f"best epoch {best['epoch']}: {_format_metrics(best['dev'])} (score {best['score']:.2f}) · "
+            f"{parameters.trainable_count:,} trainable parameters · {results['wall_seconds'] / 60:.1f} min\n"
+            f"wrote {output_dir}: {', '.join(written)}")
     accelerator.wait_for_everyone()
     return results

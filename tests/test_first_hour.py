@@ -85,3 +85,32 @@ def test_help_imports_neither_torch_nor_datasets():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]"), out[-300:]
     assert "--epochs EPOCHS" in out and "(default: 3)" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "full", "--size", "8"], "--size does not apply to --method full"),
+    (["--method", "adapter", "--top-k", "2"], "--top-k does not apply to --method adapter"),
+    (["--method", "lora", "--placement", "pfeiffer"], "--placement does not apply to --method lora"),
+    (["--size", "0"], "--size must be >= 1"),
+])
+def test_method_flags_that_do_not_apply_are_refused_before_any_model_loads(flags, message, tmp_path, capsys):
+    assert main(["train", "--task", "rte", "--model", "./no/such/model", "--output-dir", str(tmp_path / "run"),
+                 *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_failed_run_leaves_no_empty_output_dir_and_predict_falls_back_to_dev(tiny_model_dir, tmp_path, capfd):
+    write_rte(tmp_path / "glue")
+    run = tmp_path / "run"
+    assert main(["train", "--task", "rte", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path / "nowhere"),
+                 "--output-dir", str(run), "--epochs", "1"]) == 2
+    assert not run.exists()
+    assert main(["train", "--task", "rte", "--model", str(tiny_model_dir), "--data-dir", str(tmp_path / "glue"),
+                 "--output-dir", str(run), "--epochs", "1", "--size", "8"]) == 0
+    out = capfd.readouterr().out
+    assert "trainable parameters" in out and "wrote " in out and "adapter/adapter_model.safetensors" in out
+    assert main(["predict", "--run-dir", str(run), "--output", str(tmp_path / "pred")]) == 0
+    assert "predicting the dev split (validation) instead" in capfd.readouterr().err
+    lines = (tmp_path / "pred" / "RTE-validation.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 17
