@@ -32,7 +32,7 @@ from .params import (
     SLOT_ATTR, head_parameter_names, is_adaptkit_name, layernorm_parameter_names,
     vocab_head_parameter_names,
 )
-from .targets import Site, find_blocks, output_width
+from .targets import Site, find_blocks, site_width
 
 FORMAT_VERSION = 2  # 2: fingerprint positions stored, dtypes recorded, train_vocab_head
 CONFIG_NAME = "adapter_config.json"
@@ -67,7 +67,7 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
         "config": entry.config.to_dict(),
         "sites": [{"name": s.name, "kind": s.kind, "width": s.width} for s in entry.sites],
         "base_model": describe_base(model),
-        "dtypes": {"base": _dtype_name(model.get_submodule(entry.sites[0].name).weight.dtype)
+        "dtypes": {"base": _dtype_name(next(model.get_submodule(entry.sites[0].name).parameters()).dtype)
                    if entry.sites else None,
                    "trained": _dtype_name(next(iter(adapters.values())).dtype) if adapters else None,
                    "file": _dtype_name(file_dtype)},
@@ -310,7 +310,7 @@ def _check_sites(model: nn.Module, sites: list[Site], directory: Path) -> None:
     modules = dict(model.named_modules())
     for site in sites:
         module = modules.get(site.name)
-        if module is None or output_width(module) != site.width:
+        if module is None or site_width(model, module) != site.width:
             raise BaseModelMismatchError(
                 f"adapter {directory} has an adapter on {site.name!r} (width {site.width}), which "
                 "this model lacks or has with another width; load the base model it was trained on")

@@ -103,9 +103,10 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
         state.adapters[name] = AdapterEntry(config, sites, task_modules)
         for site in sites:
             target = model.get_submodule(site.name)
+            weight = next(target.parameters())
             _slot(target, site.name, state, AdapterSlot).adapters[name] = BottleneckAdapter(
-                site.width, config, device=target.weight.device,
-                dtype=adapter_dtype(target.weight.dtype, config), initialise=initialise)
+                site.width, config, device=weight.device, dtype=adapter_dtype(weight.dtype, config),
+                initialise=initialise)
         for module_name in task_modules:
             module = model.get_submodule(module_name)
             dtype = adapter_dtype(next(module.parameters(recurse=False)).dtype, config)

@@ -124,21 +124,36 @@ def _registry_sites(model: nn.Module, patterns: dict[str, str], kinds: tuple[str
 def _structural_sites(model: nn.Module, blocks: list[str], hidden: int,
                       kinds: tuple[str, ...]) -> list[Site]:
     """Per block: the last hidden-width projection under each attention module, and the
-    projections that bring the feed-forward's wider activations back to the hidden width."""
+    projections that bring the feed-forward's wider activations back to the hidden width. A
+    mixture-of-experts feed-forward (a module holding ``experts``) is adapted at its output,
+    which sums the experts before the residual add."""
     sites = []
     for block in blocks:
+        moe = _experts_parent(model, block)
+        list_parent = block.rsplit(".", 2)[0] if block.count(".") >= 2 else ""
         last_in_attention: dict[str, tuple[str, nn.Module]] = {}
         for name, module in _projections(model, block):
-            if output_width(module) != hidden:
+            if output_width(module) != hidden or (moe and name.startswith(moe + ".")):
                 continue
-            attention = _attention_ancestor(name[len(block) + 1:])
+            attention = _attention_ancestor(name[len(list_parent) + 1 if list_parent else 0:])
             if attention is not None:
                 last_in_attention[attention] = (name, module)
             elif FFN in kinds and input_width(module) > hidden:
                 sites.append(Site(name, FFN, hidden))
         if ATTENTION in kinds:
             sites.extend(Site(name, ATTENTION, hidden) for name, _ in last_in_attention.values())
+        if FFN in kinds and moe:
+            sites.append(Site(moe, FFN, hidden))
     return sites
+
+
+def _experts_parent(model: nn.Module, block: str) -> str | None:
+    """The mixture-of-experts module of a block: the parent of a child named ``experts``."""
+    for name, _ in model.get_submodule(block).named_modules():
+        parts = name.split(".")
+        if parts[-1] == "experts" and len(parts) > 1 and _attention_ancestor(name) is None:
+            return f"{block}.{'.'.join(parts[:-1])}"
+    return None
 
 
 def _attention_ancestor(relative_name: str) -> str | None:
@@ -147,6 +162,13 @@ def _attention_ancestor(relative_name: str) -> str | None:
         if re.search(r"att", parts[depth - 1], re.IGNORECASE):
             return ".".join(parts[:depth])
     return None
+
+
+def site_width(model: nn.Module, module: nn.Module) -> int:
+    """The width an adapter on this module sees: a projection's output, or the hidden size for a
+    whole sub-layer (a mixture of experts)."""
+    width = output_width(module)
+    return width if width is not None else _hidden_size(model)
 
 
 def _hidden_size(model: nn.Module) -> int:
@@ -162,15 +184,31 @@ def _hidden_size(model: nn.Module) -> int:
 
 def _check_every_block_adapted(model: nn.Module, blocks: list[str], sites: list[Site],
                                kinds: tuple[str, ...], model_type: str | None) -> None:
+    """Every layer gets every kind. A layer is a block, or the blocks at one depth of sibling
+    lists (XLM keeps ``attentions`` and ``ffns`` in two lists)."""
     for kind in kinds:
-        covered = {b for b in blocks for s in sites if s.kind == kind and s.name.startswith(b + ".")}
-        missing = [b for b in blocks if b not in covered]
+        covered = {_layer(b) for b in blocks for s in sites
+                   if s.kind == kind and (s.name + ".").startswith(b + ".")}
+        missing = [b for b in blocks if _layer(b) not in covered]
+        if missing and kind == ATTENTION and not any(
+                re.search("att", n, re.IGNORECASE) for b in blocks for n, _ in model.get_submodule(b).named_modules()):
+            raise TargetModuleError(
+                f"the blocks of this {model_type or type(model).__name__} model have no attention "
+                "(state-space or recurrent blocks, such as Mamba's or RWKV's): Houlsby's placement "
+                "needs an attention and a feed-forward sub-layer in each block. Adapt chosen "
+                "projections with AdapterConfig(target_modules=[...]); candidates: " + _candidates(model))
         if missing:
             raise TargetModuleError(
                 f"could not find the {kind} output projection in {len(missing)} of {len(blocks)} "
                 f"blocks of this {model_type or type(model).__name__} model (first: {missing[0]}). "
                 "Name the projections with AdapterConfig(target_modules=[...]); candidates: "
                 + _candidates(model))
+
+
+def _layer(block: str) -> tuple[str, str]:
+    """``transformer.attentions.3`` and ``transformer.ffns.3`` are one layer: (parent, depth)."""
+    parts = block.split(".")
+    return ".".join(parts[:-2]), parts[-1]
 
 
 def _explicit_sites(model: nn.Module, targets: list[str]) -> list[Site]:

@@ -22,6 +22,10 @@ _OVERRIDES = {
     "gptj": dict(rotary_dim=8),
     "llama": dict(num_key_value_heads=4), "mistral": dict(num_key_value_heads=4),
     "qwen2": dict(num_key_value_heads=4), "gemma": dict(num_key_value_heads=4, head_dim=16),
+    "mixtral": dict(num_key_value_heads=4, num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": dict(num_key_value_heads=4, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                      shared_expert_intermediate_size=64),
+    "xlm": dict(emb_dim=64, n_layers=2, n_heads=4),
 }
 
 

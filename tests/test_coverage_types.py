@@ -1,0 +1,68 @@
+"""A smoke test over model families (the full sweep is benchmarks/coverage.py), and the block
+shapes the structural fallback learned from it: mixtures of experts, parallel layer lists, and
+blocks with no attention at all."""
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+import adaptkit
+from adaptkit.targets import find_blocks
+from tiny_models import logits, tiny_config, tiny_inputs, tiny_model
+
+FAMILIES = {
+    "bert": "encoder", "distilbert": "encoder", "gpt2": "decoder (Conv1D)", "llama": "decoder",
+    "t5": "encoder-decoder", "bart": "encoder-decoder", "mpnet": "fallback encoder", "gemma": "fallback decoder",
+    "mixtral": "fallback, mixture of experts", "qwen2_moe": "fallback, experts + shared expert",
+    "xlm": "fallback, parallel attention/feed-forward lists",
+}
+
+
+@pytest.mark.parametrize("model_type", list(FAMILIES))
+def test_adapts_trains_disables_and_reloads(model_type, tmp_path):
+    model = tiny_model(model_type)
+    inputs = tiny_inputs(model)
+    base = logits(model, inputs)
+    sites = adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8))
+    for kind in ("attention", "ffn"):
+        layers = {s.name.split(".adaptkit")[0] for s in sites if s.kind == kind}
+        assert layers, kind
+    blocks = find_blocks(model)
+    depths = {(b.rsplit(".", 2)[0], b.rsplit(".", 1)[1]) for b in blocks}
+    for parent, depth in depths:
+        in_layer = [s for s in sites if any(s.name.startswith(f"{parent}.{lst}.{depth}.")
+                                            for lst in {b.rsplit(".", 2)[1] for b in blocks})]
+        assert {s.kind for s in in_layer} == {"attention", "ffn"}, (parent, depth)
+    with adaptkit.adapters_disabled(model):
+        assert torch.equal(logits(model, inputs), base)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.zero_grad()
+    nn.functional.cross_entropy(model(**inputs).logits, torch.tensor([0, 1])).backward()
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    optimizer.step()
+    adapted = logits(model, inputs)
+    adaptkit.save_adapter(model, tmp_path)
+    fresh = tiny_model(model_type)
+    adaptkit.load_adapter(fresh, tmp_path)
+    assert torch.equal(logits(fresh, inputs), adapted)
+
+
+def test_mixture_of_experts_is_adapted_at_the_sum_of_its_experts():
+    model = tiny_model("mixtral")
+    sites = adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8))
+    assert {s.name for s in sites if s.kind == "ffn"} == {"model.layers.0.mlp", "model.layers.1.mlp"}
+
+
+def test_parallel_layer_lists_count_as_one_layer():
+    sites = adaptkit.add_adapter(tiny_model("xlm"), adaptkit.AdapterConfig.houlsby(8))
+    assert {(s.name, s.kind) for s in sites} >= {("transformer.attentions.0.out_lin", "attention"),
+                                                  ("transformer.ffns.0.lin2", "ffn")}
+
+
+def test_blocks_without_attention_are_refused_saying_so():
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("mamba"))
+    with pytest.raises(adaptkit.TargetModuleError, match=r"have no attention \(state-space or recurrent.*target_modules"):
+        adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8))
+    assert adaptkit.list_adapters(model) == {}
