@@ -27,6 +27,9 @@ from .params import (
 from .targets import Site, resolve_sites
 
 STATE_ATTR = "_adaptkit_state"
+#: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
+#: backward reaches only when its input requires grad: a frozen embedding would cut the adapters off.
+NEED_INPUT_GRADS = {"reformer"}
 #: ``model.config`` attribute listing the adapters, so ``save_pretrained`` writes it to
 #: config.json and ``restore_adapters`` can rebuild them from that folder.
 CONFIG_KEY = "adaptkit_adapters"
@@ -98,6 +101,8 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
         state = AdapterState(original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
         setattr(model, STATE_ATTR, state)
         state.hooks["recompute"] = RecomputeRouting(state).attach(model)
+        if getattr(getattr(model, "config", None), "model_type", None) in NEED_INPUT_GRADS:
+            model.enable_input_require_grads()
     previous = state.active
     try:
         state.adapters[name] = AdapterEntry(config, sites, task_modules)
@@ -199,6 +204,8 @@ def _forget(model: nn.Module, state: AdapterState) -> None:
     """With no adapter left, the model is the base again: its trainability and config too."""
     for handle in state.hooks.pop("recompute"):
         handle.remove()
+    if getattr(getattr(model, "config", None), "model_type", None) in NEED_INPUT_GRADS:
+        model.disable_input_require_grads()
     for param_name, param in model.named_parameters():
         param.requires_grad_(state.original_requires_grad.get(param_name, True))
     delattr(model, STATE_ATTR)

@@ -5,7 +5,7 @@ blocks with no attention at all."""
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 import adaptkit
 from adaptkit.targets import find_blocks
@@ -66,3 +66,18 @@ def test_blocks_without_attention_are_refused_saying_so():
     with pytest.raises(adaptkit.TargetModuleError, match=r"have no attention \(state-space or recurrent.*target_modules"):
         adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8))
     assert adaptkit.list_adapters(model) == {}
+
+
+def test_reformer_reversible_layers_give_the_adapters_gradients():
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("reformer", hidden_size=64, num_attention_heads=2, attention_head_size=32,
+                                  attn_layers=["local", "local"], feed_forward_size=128, vocab_size=100,
+                                  axial_pos_embds_dim=[32, 32], axial_pos_shape=[4, 4], local_attn_chunk_length=8,
+                                  max_position_embeddings=16, num_labels=2, pad_token_id=0)
+    model = AutoModelForSequenceClassification.from_config(config).train()
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8))
+    model(input_ids=torch.randint(3, 100, (2, 16))).logits.sum().backward()
+    own = [p for n, p in model.named_parameters() if p.requires_grad]
+    assert own and all(p.grad is not None for p in own)
+    adaptkit.delete_adapter(model, "default")
+    assert not getattr(model, "_require_grads_hooks", None)
