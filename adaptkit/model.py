@@ -273,7 +273,7 @@ def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Itera
     names = list(names)
     unknown = sorted({n for n in names if n is not None and n not in state.adapters}, key=str)
     if not names or unknown:
-        raise AdapterError(f"per_example_adapters needs one adapter name (or None) per example; "
+        raise AdapterError("per_example_adapters needs one adapter name (or None) per example; "
                            + (f"unknown: {unknown}; this model has: {', '.join(state.adapters)}"
                               if unknown else "got none"))
     if state.per_example is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+from pathlib import Path
 
 import torch
 import transformers
@@ -22,3 +24,16 @@ def machine_info() -> dict:
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "adaptkit": adaptkit.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def source_info() -> dict:
+    """Which adaptkit ran: its version, the commit of this checkout, and whether adaptkit/ had
+    uncommitted changes (a result from edited code says so)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {"version": adaptkit.__version__, "git_commit": git("rev-parse", "HEAD") or None,
+            "uncommitted_changes": bool(git("status", "--porcelain", "--", "adaptkit"))}

@@ -18,7 +18,7 @@ import adaptkit
 from adaptkit.params import head_parameter_names, layernorm_parameter_names
 from adaptkit.targets import find_blocks
 
-from .choices import DEFAULT_LR, METHODS  # noqa: F401 - re-exported for the trainer and sweeps
+from .choices import METHODS
 
 
 @dataclass

@@ -39,7 +39,8 @@ from adaptkit.atomic import write_json_atomic
 from .data import load_split_with_report
 from .losses import TaskLoss
 from .machine import machine_info
-from .methods import DEFAULT_LR, MethodSpec, apply_method
+from .choices import DEFAULT_LR
+from .methods import MethodSpec, apply_method
 from .resume import STATE_FILE, Progress, load_train_state, save_train_state
 from .metrics import compute_metrics, task_score
 from .runs import RESULTS, RUN_CONFIG, check_output_dir, copy_into, save_trained
