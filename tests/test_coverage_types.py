@@ -16,6 +16,7 @@ FAMILIES = {
     "t5": "encoder-decoder", "bart": "encoder-decoder", "mpnet": "fallback encoder", "gemma": "fallback decoder",
     "mixtral": "fallback, mixture of experts", "qwen2_moe": "fallback, experts + shared expert",
     "xlm": "fallback, parallel attention/feed-forward lists",
+    "rembert": "fallback; crashed in the fingerprint before exact positions",
 }
 
 

@@ -26,6 +26,7 @@ _OVERRIDES = {
     "qwen2_moe": dict(num_key_value_heads=4, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                       shared_expert_intermediate_size=64),
     "xlm": dict(emb_dim=64, n_layers=2, n_heads=4),
+    "rembert": dict(input_embedding_size=32, output_embedding_size=32),
 }
 
 
