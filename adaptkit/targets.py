@@ -131,17 +131,21 @@ def _structural_sites(model: nn.Module, blocks: list[str], hidden: int,
     for block in blocks:
         moe = _experts_parent(model, block)
         list_parent = block.rsplit(".", 2)[0] if block.count(".") >= 2 else ""
-        last_in_attention: dict[str, tuple[str, nn.Module]] = {}
+        # per attention module: the shallowest hidden-width projection under it, the last of
+        # those (its output projection, not a helper's such as a sparse-attention indexer's)
+        output_of: dict[str, tuple[int, str]] = {}
         for name, module in _projections(model, block):
             if output_width(module) != hidden or (moe and name.startswith(moe + ".")):
                 continue
             attention = _attention_ancestor(name[len(list_parent) + 1 if list_parent else 0:])
             if attention is not None:
-                last_in_attention[attention] = (name, module)
+                depth = name.count(".") - (list_parent + "." + attention).count(".")
+                if attention not in output_of or depth <= output_of[attention][0]:
+                    output_of[attention] = (depth, name)
             elif FFN in kinds and input_width(module) > hidden:
                 sites.append(Site(name, FFN, hidden))
         if ATTENTION in kinds:
-            sites.extend(Site(name, ATTENTION, hidden) for name, _ in last_in_attention.values())
+            sites.extend(Site(name, ATTENTION, hidden) for _, name in output_of.values())
         if FFN in kinds and moe:
             sites.append(Site(moe, FFN, hidden))
     return sites
@@ -193,8 +197,9 @@ def _check_every_block_adapted(model: nn.Module, blocks: list[str], sites: list[
         if missing and kind == ATTENTION and not any(
                 re.search("att", n, re.IGNORECASE) for b in blocks for n, _ in model.get_submodule(b).named_modules()):
             raise TargetModuleError(
-                f"the blocks of this {model_type or type(model).__name__} model have no attention "
-                "(state-space or recurrent blocks, such as Mamba's or RWKV's): Houlsby's placement "
+                f"the blocks of this {model_type or type(model).__name__} model have no attention (they "
+                "mix tokens otherwise: state-space, recurrent or Fourier blocks such as Mamba's, RWKV's "
+                "or FNet's): Houlsby's placement "
                 "needs an attention and a feed-forward sub-layer in each block. Adapt chosen "
                 "projections with AdapterConfig(target_modules=[...]); candidates: " + _candidates(model))
         if missing:
