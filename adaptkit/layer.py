@@ -157,16 +157,22 @@ class TaskSlot(_Slot):
         if self.active is not None:
             self._put(module, self.active)
 
-    def post_hook(self, module: nn.Module, args: tuple, output):
+    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output):
         if self._base:
             self._restore(module)
-        elif self.rows is not None and self.rows.groups and args:
-            self.rows.rows_of(args[0], f"{type(module).__name__} (a trained LayerNorm or head)")
+        elif self.rows is not None and self.rows.groups:
+            where = f"{type(module).__name__} (a trained LayerNorm or head)"
+            self.rows.rows_of(output if isinstance(output, torch.Tensor) else torch.empty(()), where)
             for name, rows in self.rows.groups:
-                rows = rows.to(args[0].device)
+                rows = rows.to(output.device)
+
+                def pick(value):
+                    batched = isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == self.rows.size
+                    return value[rows] if batched else value
+
                 self._put(module, name)
                 try:
-                    part = module.forward(args[0][rows], *args[1:])
+                    part = module.forward(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()})
                 finally:
                     self._restore(module)
                 output = output.index_copy(0, rows, part.to(output.dtype))

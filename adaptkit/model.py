@@ -195,7 +195,7 @@ def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) 
             handles = [module.register_forward_hook(slot.hook)]
         else:
             handles = [module.register_forward_pre_hook(slot.pre_hook),
-                       module.register_forward_hook(slot.post_hook, always_call=True)]
+                       module.register_forward_hook(slot.post_hook, with_kwargs=True, always_call=True)]
         state.hooks[f"{module_name}:{attr}"] = handles
     return slot
 

@@ -134,3 +134,21 @@ def test_bad_names_are_refused_and_contexts_do_not_nest():
         after = model(**inputs).logits
         with adaptkit.per_example_adapters(model, ["c", "c"]):
             assert torch.allclose(model(**inputs).logits, after, atol=1e-6)
+
+
+def test_a_norm_called_with_keyword_arguments_still_mixes_rows():
+    model = three_adapters(tiny_model("bert"))
+    norm = model.bert.encoder.layer[1].output.LayerNorm
+    hidden = torch.randn(len(NAMES), 8, 64)
+    with torch.no_grad():
+        alone = []
+        for i, name in enumerate(NAMES):
+            if name is None:
+                with adaptkit.adapters_disabled(model):
+                    alone.append(norm(input=hidden[i:i + 1]))
+            else:
+                adaptkit.set_active_adapter(model, name)
+                alone.append(norm(input=hidden[i:i + 1]))
+        with adaptkit.per_example_adapters(model, NAMES):
+            mixed = norm(input=hidden)
+    torch.testing.assert_close(mixed, torch.cat(alone))
