@@ -30,12 +30,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.metadata
 import inspect
 import multiprocessing
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +57,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING  # noqa: 
 import adaptkit  # noqa: E402
 from adaptkit.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from adaptkit.targets import find_blocks  # noqa: E402
+from glue_tasks.machine import machine_info, source_info  # noqa: E402
 from tiny_configs import tiny_config  # noqa: E402  (benchmarks/ is on sys.path as the script's folder)
 
 transformers.logging.set_verbosity_error()
@@ -468,21 +466,6 @@ def run_type(model_type: str, args: argparse.Namespace) -> dict[str, Any]:
     return record
 
 
-def adaptkit_source() -> dict[str, Any]:
-    """Which adaptkit ran: the commit, and whether adaptkit/ had uncommitted changes."""
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True).stdout.strip()
-    return {"version": adaptkit.__version__, "git_commit": git("rev-parse", "HEAD"),
-            "uncommitted_changes": bool(git("status", "--porcelain", "--", "adaptkit"))}
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    with open("/proc/cpuinfo", encoding="utf-8") as handle:
-        cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
-
-
 def sites_cell(r: dict[str, Any]) -> str:
     return "; ".join(f"{n}×[{k}]" for k, n in r.get("sites_per_block", {}).items()) or "-"
 
@@ -498,8 +481,9 @@ def print_table(records: list[dict[str, Any]]) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     records = result["records"]
-    lines = [f"# adaptkit coverage of transformers {result['transformers']} model types", "",
-             f"`{result['command']}`, {result['date']}, {result['machine']['cpu']}, torch {result['torch']}, "
+    machine = result["machine"]
+    lines = [f"# adaptkit coverage of transformers {machine['transformers']} model types", "",
+             f"`{result['command']}`, {result['date']}, {machine['cpu']}, torch {machine['torch']}, "
              f"adaptkit {result['adaptkit']['git_commit'][:10]}"
              f"{' (with uncommitted changes)' if result['adaptkit']['uncommitted_changes'] else ''}, "
              f"{result['total_seconds']:.0f} s. Houlsby adapters m={SIZE} on tiny random models "
@@ -550,11 +534,9 @@ def main() -> None:
     types = args.types or model_types()
     started = time.perf_counter()
     result: dict[str, Any] = {
-        "machine": machine(),
+        "machine": machine_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": importlib.metadata.version("torch"),
-        "transformers": importlib.metadata.version("transformers"),
-        "adaptkit": adaptkit_source(),
+        "adaptkit": source_info(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {"adapter": f"AdapterConfig.houlsby({SIZE})", "seed": SEED, "batch": BATCH,
                      "seq_len": SEQ_LEN, "decoder_len": DECODER_LEN, "perturb": PERTURB,
