@@ -91,7 +91,7 @@ def train_step_fn(model: PreTrainedModel, batch: Batch) -> Callable[[], float]:
 def infer_fn(model: PreTrainedModel, batch: Batch, adapters_on: bool) -> Callable[[], float]:
     """A timed forward pass; with ``adapters_on`` false it runs inside ``adapters_disabled``.
 
-    The context is entered outside the timed region: its LayerNorm/head swap is a one-off per
+    The context is entered outside the timed region: re-routing the slots is a one-off per
     switch, not a per-batch cost."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
 
@@ -336,7 +336,7 @@ NOTES = [
     "small parallel op can wait for a descheduled thread (one run under load gave 1.28 for m=24 "
     "inference that measures about 1.02 on a quiet machine).",
     "Inference on/off uses one model object; the disabled forward runs inside "
-    "adaptkit.adapters_disabled, entered outside the timed region (its LayerNorm/head swap is per "
+    "adaptkit.adapters_disabled, entered outside the timed region (re-routing the slots is per "
     "switch, not per batch).",
     "Memory: each variant in a fresh subprocess, run first while the parent is small. The target "
     "ratio uses the whole process's peak RSS after 3 training steps, which includes the "
