@@ -65,7 +65,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "dots1": {"n_routed_experts": EXPERTS, "num_experts_per_tok": EXPERTS_PER_TOKEN, "n_shared_experts": 1},
     "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
     "mamba2": {"num_heads": 8, "head_dim": 16},  # hidden × expand = heads × head_dim
-    "qwen4_exp_text": {"indexer_n_heads": HEADS, "indexer_kv_heads": 1, "indexer_head_dim": HEAD_DIM,
+    "qwen4_exp_text": {"indexer_n_heads": HEADS, "indexer_kv_heads": 1, "indexer_head_dim": 2 * HEAD_DIM,
                        "indexer_budget": 8, "indexer_compress_ratio": 4},
     # Reformer trains only on sequences as long as its axial position grid (coverage.py: 16 tokens).
     "reformer": {"axial_pos_embds_dim": [WIDTH // 2, WIDTH // 2], "axial_pos_shape": [4, 4],
@@ -166,9 +166,12 @@ def shrink_sizes(values: dict[str, Any], reference: dict[str, Any] | None = None
     if is_int(values.get("index_n_heads")) and is_int(values.get("index_head_dim")) and old_width:
         # A sparse-attention indexer's query is as wide as the hidden state, or not, as in the
         # full-size model (adaptkit's structural search compares widths with the hidden width).
+        # Its heads hold the rotary part of the attention's heads.
         query = values["index_n_heads"] * values["index_head_dim"]
-        changes["index_head_dim"] = HEAD_DIM
-        changes["index_n_heads"] = HEADS if query == old_width else 2 * HEADS if query > old_width else HEADS // 2
+        dim = max(HEAD_DIM, changes.get("qk_rope_head_dim", 0))
+        heads = WIDTH // dim
+        changes["index_head_dim"] = dim
+        changes["index_n_heads"] = 2 * heads if query > old_width else max(1, heads // 2) if query < old_width else heads
     set_ints(INTERMEDIATE_KEYS, INTERMEDIATE)
     experts = any(is_int(values.get(k)) and values[k] > 0 for k in EXPERT_KEYS)
     set_ints(EXPERT_KEYS, lambda n: EXPERTS if n > 0 else n)
