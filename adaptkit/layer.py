@@ -115,9 +115,10 @@ class AdapterSlot(_Slot):
         hidden = output[0] if isinstance(output, tuple) else output
         if self.rows is not None:
             self.rows.rows_of(hidden, "an adapted projection")
-            for name, rows in self.rows.groups:
-                rows = rows.to(hidden.device)
-                hidden = hidden.index_add(0, rows, self.adapters[name].delta(hidden[rows]))
+            if self.rows.groups:  # one scatter of every group's delta: one copy of the output
+                rows = [rows.to(hidden.device) for _, rows in self.rows.groups]
+                deltas = [self.adapters[name].delta(hidden[r]) for (name, _), r in zip(self.rows.groups, rows)]
+                hidden = hidden.index_add(0, torch.cat(rows), torch.cat(deltas))
         elif self.active is not None:
             hidden = self.adapters[self.active](hidden)
         else:
@@ -163,6 +164,7 @@ class TaskSlot(_Slot):
         elif self.rows is not None and self.rows.groups:
             where = f"{type(module).__name__} (a trained LayerNorm or head)"
             self.rows.rows_of(output if isinstance(output, torch.Tensor) else torch.empty(()), where)
+            all_rows, parts = [], []
             for name, rows in self.rows.groups:
                 rows = rows.to(output.device)
 
@@ -172,10 +174,11 @@ class TaskSlot(_Slot):
 
                 self._put(module, name)
                 try:
-                    part = module.forward(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()})
+                    parts.append(module.forward(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()}))
                 finally:
                     self._restore(module)
-                output = output.index_copy(0, rows, part.to(output.dtype))
+                all_rows.append(rows)
+            output = output.index_copy(0, torch.cat(all_rows), torch.cat(parts).to(output.dtype))
         return output
 
     def _put(self, module: nn.Module, name: str) -> None:

@@ -161,8 +161,10 @@ def _experts_parent(model: nn.Module, block: str) -> str | None:
 
 
 def _attention_ancestor(relative_name: str) -> str | None:
+    """The outermost enclosing module whose name says attention: one per attention sub-layer,
+    also where it nests another (Reformer's ``attention.self_attention``, MPNet's ``attention.attn``)."""
     parts = relative_name.split(".")[:-1]
-    for depth in range(len(parts), 0, -1):
+    for depth in range(1, len(parts) + 1):
         if re.search(r"att", parts[depth - 1], re.IGNORECASE):
             return ".".join(parts[:depth])
     return None
