@@ -82,3 +82,49 @@ def test_reformer_reversible_layers_give_the_adapters_gradients():
     assert own and all(p.grad is not None for p in own)
     adaptkit.delete_adapter(model, "default")
     assert not getattr(model, "_require_grads_hooks", None)
+
+
+class _Indexer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.wq = nn.Linear(16, 16)
+
+
+class _Attention(nn.Module):
+    """An attention whose helper (a sparse-attention indexer, as AXK2's) has a hidden-width
+    projection registered after the output projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.q_proj, self.o_proj, self.indexer = nn.Linear(16, 16), nn.Linear(16, 16), _Indexer()
+
+    def forward(self, x):
+        self.indexer.wq(x)
+        return self.o_proj(self.q_proj(x))
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.self_attn, self.up, self.down = _Attention(), nn.Linear(16, 32), nn.Linear(32, 16)
+
+    def forward(self, x):
+        x = x + self.self_attn(x)
+        return x + self.down(torch.relu(self.up(x)))
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList([_Block(), _Block()])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_the_attention_output_is_its_own_projection_not_a_helpers():
+    sites = adaptkit.resolve_sites(_Toy(), adaptkit.AdapterConfig.houlsby(4))
+    assert {s.name for s in sites if s.kind == "attention"} == {"layers.0.self_attn.o_proj", "layers.1.self_attn.o_proj"}
+    assert {s.name for s in sites if s.kind == "ffn"} == {"layers.0.down", "layers.1.down"}
