@@ -44,6 +44,9 @@ REGISTRY: dict[str, dict[str, str]] = {
     "vit": {ATTENTION: r"\.attention\.o_proj$", FFN: r"\.mlp\.fc2$"},
 }
 
+#: names of attention output projections across architectures (o_proj, out_proj, dense, output, c_proj, wo, o)
+_OUTPUT_NAME = re.compile(r"^(o|wo|out|output|dense|c_proj|o_proj|out_proj|out_lin|output_proj)$", re.IGNORECASE)
+
 PLACEMENT_KINDS = {"houlsby": (ATTENTION, FFN), "pfeiffer": (FFN,)}
 
 
@@ -131,17 +134,19 @@ def _structural_sites(model: nn.Module, blocks: list[str], hidden: int,
     for block in blocks:
         moe = _experts_parent(model, block)
         list_parent = block.rsplit(".", 2)[0] if block.count(".") >= 2 else ""
-        # per attention module: the shallowest hidden-width projection under it, the last of
-        # those (its output projection, not a helper's such as a sparse-attention indexer's)
-        output_of: dict[str, tuple[int, str]] = {}
+        # per attention module: its output projection, not a helper's (a sparse-attention
+        # indexer's, deeper) nor a gate's (registered after it)
+        output_of: dict[str, tuple[tuple[int, bool], str]] = {}
         for name, module in _projections(model, block):
             if output_width(module) != hidden or (moe and name.startswith(moe + ".")):
                 continue
             attention = _attention_ancestor(name[len(list_parent) + 1 if list_parent else 0:])
             if attention is not None:
-                depth = name.count(".") - (list_parent + "." + attention).count(".")
-                if attention not in output_of or depth <= output_of[attention][0]:
-                    output_of[attention] = (depth, name)
+                # rank: shallowest first, then a name that says output, then the last registered
+                rank = (-(name.count(".") - (list_parent + "." + attention).count(".")),
+                        bool(_OUTPUT_NAME.search(name.rsplit(".", 1)[-1])))
+                if attention not in output_of or rank >= output_of[attention][0]:
+                    output_of[attention] = (rank, name)
             elif FFN in kinds and input_width(module) > hidden:
                 sites.append(Site(name, FFN, hidden))
         if ATTENTION in kinds:

@@ -128,3 +128,11 @@ def test_the_attention_output_is_its_own_projection_not_a_helpers():
     sites = adaptkit.resolve_sites(_Toy(), adaptkit.AdapterConfig.houlsby(4))
     assert {s.name for s in sites if s.kind == "attention"} == {"layers.0.self_attn.o_proj", "layers.1.self_attn.o_proj"}
     assert {s.name for s in sites if s.kind == "ffn"} == {"layers.0.down", "layers.1.down"}
+
+
+def test_a_gate_registered_after_the_output_projection_is_not_taken_for_it():
+    model = _Toy()
+    for layer in model.layers:
+        layer.self_attn.gate_proj = nn.Linear(16, 16)
+    sites = adaptkit.resolve_sites(model, adaptkit.AdapterConfig.houlsby(4))
+    assert {s.name for s in sites if s.kind == "attention"} == {"layers.0.self_attn.o_proj", "layers.1.self_attn.o_proj"}
