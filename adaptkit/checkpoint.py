@@ -200,6 +200,11 @@ def _config_of(meta: dict[str, Any], directory: Path) -> AdapterConfig:
 
 def describe_base(model: nn.Module) -> dict[str, Any]:
     """What the adapter was trained on: type, sizes, name, and a sample of frozen weights."""
+    return {**_structure(model), "fingerprint": _fingerprint(model)}
+
+
+def _structure(model: nn.Module) -> dict[str, Any]:
+    """The base's type, class, name and sizes: what loading compares before any weight."""
     config = getattr(model, "config", None)
     return {
         "model_type": getattr(config, "model_type", None),
@@ -208,7 +213,6 @@ def describe_base(model: nn.Module) -> dict[str, Any]:
         "hidden_size": getattr(config, "hidden_size", None),
         "num_blocks": len(find_blocks(model)),
         "num_labels": getattr(config, "num_labels", None) if head_parameter_names(model) else None,
-        "fingerprint": _fingerprint(model),
     }
 
 
@@ -247,7 +251,7 @@ def _values_at(param: torch.Tensor, positions: list[int]) -> list[float]:
 
 def check_structure(model: nn.Module, recorded: dict[str, Any], directory: Path) -> None:
     """Raise ``BaseModelMismatchError`` naming both bases if type or sizes differ."""
-    current = describe_base(model)
+    current = _structure(model)
     for key in ("model_type", "hidden_size", "num_blocks"):
         if recorded.get(key) != current[key]:
             raise BaseModelMismatchError(
@@ -263,7 +267,7 @@ def check_fingerprint(model: nn.Module, recorded: dict[str, Any], directory: Pat
         if name not in params:
             raise BaseModelMismatchError(
                 f"adapter {directory} expects weight {name!r} in its base "
-                f"{_describe(recorded)}; this model ({_describe(describe_base(model))}) has none")
+                f"{_describe(recorded)}; this model ({_describe(_structure(model))}) has none")
         numel = params[name].numel()
         if isinstance(sample, list):  # format 1: values at float32-linspace positions
             values = sample
@@ -276,7 +280,7 @@ def check_fingerprint(model: nn.Module, recorded: dict[str, Any], directory: Pat
                                    for a, b in zip(have, values)):
             raise BaseModelMismatchError(
                 f"adapter {directory} was trained on {_describe(recorded)}, but this model "
-                f"({_describe(describe_base(model))}) has different weights in {name!r}: same "
+                f"({_describe(_structure(model))}) has different weights in {name!r}: same "
                 "architecture, other pretrained weights. Load the base model the adapter was trained on")
 
 

@@ -61,12 +61,13 @@ class RowGroups:
     size: int
     groups: tuple[tuple[str, torch.Tensor], ...]
 
-    def rows_of(self, tensor: torch.Tensor, where: str) -> None:
-        """Refuse a tensor whose first dimension is not this batch (beam search expands it)."""
-        if tensor.dim() == 0 or tensor.shape[0] != self.size:
+    def rows_of(self, value: object, where: str) -> None:
+        """Refuse an output whose first dimension is not this batch (beam search expands it)."""
+        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != self.size:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise AdapterError(
-                f"per_example_adapters names {self.size} examples, but {where} got a tensor of shape "
-                f"{tuple(tensor.shape)}: mixed batches need the batch first and unexpanded. Beam "
+                f"per_example_adapters names {self.size} examples, but {where} gave {shape}: "
+                "mixed batches need the batch first and unexpanded. Beam "
                 "search and num_return_sequences > 1 expand it: decode greedily, or run one "
                 "adapter at a time")
 
@@ -83,6 +84,10 @@ class _Slot(nn.Module):
         self.rows: RowGroups | None = None
 
     def owned(self) -> nn.ModuleDict:
+        raise NotImplementedError
+
+    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        """Register the hooks that run this slot on ``module``."""
         raise NotImplementedError
 
     def route(self, routing: Routing) -> None:
@@ -110,6 +115,9 @@ class AdapterSlot(_Slot):
 
     def owned(self) -> nn.ModuleDict:
         return self.adapters
+
+    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        return [module.register_forward_hook(self.hook)]
 
     def hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
         hidden = output[0] if isinstance(output, tuple) else output
@@ -146,6 +154,10 @@ class TaskSlot(_Slot):
     def owned(self) -> nn.ModuleDict:
         return self.values
 
+    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        return [module.register_forward_pre_hook(self.pre_hook),
+                module.register_forward_hook(self.post_hook, with_kwargs=True, always_call=True)]
+
     def add(self, name: str, module: nn.Module, dtype: torch.dtype | None) -> None:
         """Give adapter ``name`` a copy of ``module``'s own parameters (in ``dtype`` if given)."""
         own = nn.Module()
@@ -163,7 +175,7 @@ class TaskSlot(_Slot):
             self._restore(module)
         elif self.rows is not None and self.rows.groups:
             where = f"{type(module).__name__} (a trained LayerNorm or head)"
-            self.rows.rows_of(output if isinstance(output, torch.Tensor) else torch.empty(()), where)
+            self.rows.rows_of(output, where)
             all_rows, parts = [], []
             for name, rows in self.rows.groups:
                 rows = rows.to(output.device)

@@ -21,8 +21,8 @@ from .config import AdapterConfig
 from .errors import AdapterError
 from .layer import AdapterSlot, BottleneckAdapter, Routing, RowGroups, TaskSlot
 from .params import (
-    SLOT_ATTR, TASK_ATTR, adapter_parameter_names, head_parameter_names, layernorm_parameter_names,
-    task_copy_parameter_names, vocab_head_parameter_names,
+    ADAPTER_MARK, SLOT_ATTR, TASK_ATTR, TASK_MARK, head_parameter_names, layernorm_parameter_names,
+    vocab_head_parameter_names,
 )
 from .targets import Site, resolve_sites
 
@@ -101,7 +101,7 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
         state = AdapterState(original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
         setattr(model, STATE_ATTR, state)
         state.hooks["recompute"] = RecomputeRouting(state).attach(model)
-        if getattr(getattr(model, "config", None), "model_type", None) in NEED_INPUT_GRADS:
+        if _needs_input_grads(model):
             model.enable_input_require_grads()
     previous = state.active
     try:
@@ -175,10 +175,9 @@ def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules
             slot = getattr(module, attr, None)
             if slot is None:
                 continue
-            container = slot.adapters if isinstance(slot, AdapterSlot) else slot.values
-            if name in container:
-                del container[name]
-            if not container:
+            if name in slot.owned():
+                del slot.owned()[name]
+            if not slot.owned():
                 for handle in state.hooks.pop(f"{module_name}:{attr}"):
                     handle.remove()
                 delattr(module, attr)
@@ -191,20 +190,19 @@ def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) 
     if slot is None:
         slot = kind()
         module.add_module(attr, slot)
-        if kind is AdapterSlot:
-            handles = [module.register_forward_hook(slot.hook)]
-        else:
-            handles = [module.register_forward_pre_hook(slot.pre_hook),
-                       module.register_forward_hook(slot.post_hook, with_kwargs=True, always_call=True)]
-        state.hooks[f"{module_name}:{attr}"] = handles
+        state.hooks[f"{module_name}:{attr}"] = slot.attach(module)
     return slot
+
+
+def _needs_input_grads(model: nn.Module) -> bool:
+    return getattr(getattr(model, "config", None), "model_type", None) in NEED_INPUT_GRADS
 
 
 def _forget(model: nn.Module, state: AdapterState) -> None:
     """With no adapter left, the model is the base again: its trainability and config too."""
     for handle in state.hooks.pop("recompute"):
         handle.remove()
-    if getattr(getattr(model, "config", None), "model_type", None) in NEED_INPUT_GRADS:
+    if _needs_input_grads(model):
         model.disable_input_require_grads()
     for param_name, param in model.named_parameters():
         param.requires_grad_(state.original_requires_grad.get(param_name, True))
@@ -345,12 +343,9 @@ def _route(model: nn.Module, state: AdapterState) -> None:
         if isinstance(module, (AdapterSlot, TaskSlot)):
             module.route(routing)
     trains = state.trainable if state.trainable is not None else [state.active] * (state.active is not None)
-    trainable: set[str] = set()
-    for name in trains:
-        trainable.update(adapter_parameter_names(model, name))
-        trainable.update(task_copy_parameter_names(model, name))
+    marks = [f"{mark}{name}." for name in trains for mark in (ADAPTER_MARK, TASK_MARK)]
     for param_name, param in model.named_parameters():
-        param.requires_grad_(param_name in trainable)
+        param.requires_grad_(any(mark in param_name for mark in marks))
     if getattr(model, "config", None) is not None:
         setattr(model.config, CONFIG_KEY, {
             "active": state.active,
