@@ -7,8 +7,8 @@ datasets or torch.
 import importlib
 
 _EXPORTS = {
-    "TASKS": "tasks", "GlueTask": "tasks", "get_task": "tasks",
-    "GlueDataError": "data", "LoadReport": "data", "available_splits": "data", "glue_features": "data",
+    "TASKS": "tasks", "Task": "tasks", "get_task": "tasks", "own_task": "tasks",
+    "DataError": "records", "LoadReport": "data", "available_splits": "data", "task_features": "data",
     "load_split": "data", "load_split_with_report": "data",
     "compute_metrics": "metrics", "glue_average": "metrics", "task_score": "metrics",
 }

@@ -1,4 +1,5 @@
-"""``adaptkit-glue``: fine-tune, evaluate and predict GLUE tasks with adapters or a baseline."""
+"""``adaptkit-glue``: fine-tune, evaluate and predict GLUE tasks, or your own text classification or
+regression data, with adapters or a baseline."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from .choices import DEFAULT_LR, LOSSES, METHODS
 from .tasks import TASKS, get_task
 
 EXAMPLES = """examples:
+  adaptkit-glue train --train-file reviews.csv --text-columns review --label-column stars --output-dir runs/reviews
   adaptkit-glue train --task rte --data-dir ../shared/data/glue --method adapter --size 64 --output-dir runs/rte
   adaptkit-glue train --task mrpc --method full --lr 3e-5 --output-dir runs/mrpc-full
   accelerate launch --multi_gpu --num_processes 4 -m glue_tasks train --task rte --output-dir runs/rte-ddp
   torchrun --nproc_per_node 2 -m glue_tasks train --task rte --output-dir runs/rte-cpu2   # 2 CPU processes (gloo)
   adaptkit-glue eval --run-dir runs/rte
   adaptkit-glue predict --run-dir runs/rte --output submission/
+  adaptkit-glue predict --run-dir runs/reviews --input new_reviews.csv --output predictions/
 """
 
 
@@ -31,11 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune one task and save scores and the small checkpoint",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--task", required=True, type=_task_name, metavar="TASK",
+    train.add_argument("--task", type=_task_name, metavar="TASK",
                        help="GLUE task, any case or spelling of the GLUE download: "
-                            + ", ".join(t.dir_name for t in TASKS.values()))
+                            + ", ".join(t.dir_name for t in TASKS.values()) + " (or --train-file for your own data)")
     train.add_argument("--output-dir", required=True, help="where results.json, run_config.json and the checkpoint go")
     _add_data_and_model(train)
+    own = train.add_argument_group("your own data (instead of --task)")
+    own.add_argument("--train-file", help="training rows: .csv, .tsv, .jsonl or .parquet with a header (column names)")
+    own.add_argument("--dev-file", help="dev rows in the same columns (default: --dev-fraction of --train-file)")
+    own.add_argument("--dev-fraction", type=float, default=0.1,
+                     help="share of the training rows held out as dev when there is no --dev-file "
+                          "(stratified by class, the same rows for every seed)")
+    own.add_argument("--text-columns", nargs="+", default=["text"], metavar="COLUMN",
+                     help="one text column, or two for sentence pairs")
+    own.add_argument("--label-column", default="label", help="the column of class labels or numeric targets")
+    own.add_argument("--regression", action="store_const", const=True,
+                     help="predict a number (default: only when the labels are non-integer numbers; "
+                          "integer or text labels are classes)")
+    own.add_argument("--metric", choices=["accuracy", "macro_f1", "f1_accuracy", "matthews"],
+                     help="classification score (default accuracy; macro_f1 for unbalanced classes; "
+                          "regression is always scored by Pearson and Spearman correlation)")
     method = train.add_argument_group("method (what trains)")
     method.add_argument("--method", default="adapter", choices=METHODS,
                         help="adapter: bottleneck adapters + LayerNorms (unless --freeze-layernorms) + head; "
@@ -77,13 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run from the state saved in --output-dir (same arguments)")
 
     for name, text in (("eval", "re-score a saved run on the dev set(s) from base model + checkpoint"),
-                       ("predict", "write GLUE-server submission files for the task's test split")):
+                       ("predict", "label new rows: GLUE-server submission files for a GLUE task's test "
+                                   "split, or --input FILE for a run on your own data")):
         sub = commands.add_parser(name, help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         sub.add_argument("--run-dir", required=True, help="the --output-dir of a finished train")
-        sub.add_argument("--data-dir", help="GLUE folder (default: the one used for training)")
+        sub.add_argument("--data-dir", help="GLUE runs: the GLUE folder (default: the one used for training)")
         sub.add_argument("--model", help="base model (default: the one used for training)")
         if name == "predict":
-            sub.add_argument("--output", required=True, help="folder for <TASK>.tsv submission files")
+            sub.add_argument("--output", required=True, help="folder for the predictions (<TASK>.tsv for GLUE)")
+            sub.add_argument("--input", help="own-data runs: a file with the text column(s) to label "
+                                              "(default: the dev split)")
     return parser
 
 
@@ -128,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from adaptkit.errors import AdapterError  # after parsing: --help needs no torch
 
-    from .data import GlueDataError
+    from .records import DataError
     from .runs import RunError
     from .train import DivergenceError
     try:
@@ -140,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(evaluate_run(args.run_dir, args.data_dir, args.model), indent=2))
         else:
             from .inference import predict_run
-            for path in predict_run(args.run_dir, args.output, args.data_dir, args.model):
+            for path in predict_run(args.run_dir, args.output, args.data_dir, args.model, args.input):
                 print(f"wrote {path}")
-    except (GlueDataError, RunError, AdapterError, ValueError, OSError, DivergenceError) as exc:
+    except (DataError, RunError, AdapterError, ValueError, OSError, DivergenceError) as exc:
         print(f"adaptkit-glue: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,6 +1,12 @@
-"""Load a GLUE split as a ``datasets.Dataset`` from local files or the Hugging Face Hub.
+"""Load a split as a ``datasets.Dataset``: a file's rows (or the Hub's) in a task's columns.
 
-Local files (``data_dir``) follow the official GLUE download layout::
+Every split comes back with the task's text fields, ``label`` (class id, float score for a
+regression task, -1 where a test split has no labels) and ``idx`` (0-based position of the row
+in its file, counting rows that were skipped, so it stays the same with or without skipping).
+``collect_rows`` does this for any file format; GLUE tasks and the user's own files
+(``own_data.py``) both go through it.
+
+GLUE files (``data_dir``) follow the official download layout::
 
     DIR/RTE/train.tsv  DIR/RTE/dev.tsv  DIR/RTE/test.tsv
     DIR/MNLI/dev_matched.tsv  DIR/MNLI/test_mismatched.tsv  ...
@@ -10,39 +16,28 @@ split name first, then under the TSV stem: ``train.parquet``; ``validation.parqu
 ``dev.parquet``; ``validation_matched.parquet`` or ``dev_matched.parquet``;
 ``test.parquet``; ``test_matched.parquet``... It must have the Hub columns (the task's
 text fields and ``label``, which test splits may omit; ``idx`` is optional).
-
-Every split comes back with the task's text fields, ``label`` (class id, float score for
-STS-B, -1 where a test split has no labels) and ``idx`` (0-based position of the row in
-its file, counting rows that were skipped, so it stays the same with or without skipping).
-
-TSV quoting is never interpreted: quote characters are text. Each line is decoded on its
-own, so one bad byte costs one row, not the file.
+GLUE's TSV quoting is never interpreted: quote characters are text.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import pyarrow
-import pyarrow.parquet
 
-from .tasks import GlueTask, get_task
+from .records import DataError, RecordFile, open_records
+from .tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
 
 
-class GlueDataError(ValueError):
-    """A split cannot be loaded: missing or malformed file, or the Hub is unreachable."""
-
-
-class _BadRow(Exception):
+class BadRow(Exception):
     """One row cannot be used; the message says why, the caller adds where."""
 
 
@@ -83,7 +78,7 @@ class LoadReport:
         return len(self.skipped)
 
 
-def glue_features(task: GlueTask | str) -> datasets.Features:
+def task_features(task: Task | str) -> datasets.Features:
     """The columns every loader returns, typed as on the Hub (ClassLabel keeps the names)."""
     task = get_task(task)
     label = datasets.Value("float32") if task.is_regression else datasets.ClassLabel(names=list(task.label_names))
@@ -96,42 +91,144 @@ def glue_features(task: GlueTask | str) -> datasets.Features:
     )
 
 
-def load_split(
-    task: GlueTask | str,
-    split: str,
-    data_dir: str | Path | None = None,
-    skip_bad_rows: bool = False,
-) -> datasets.Dataset:
-    """Load one split; see ``load_split_with_report`` to learn how many rows were skipped."""
+def label_parser(task: Task, spellings: tuple[str, ...] | None, allow_missing: bool) -> Callable[[object], int | float]:
+    """Map a label as written in a file to its id (or score); -1 is accepted only for unlabelled test splits.
+
+    ``spellings`` are the class labels as the file writes them, in id order."""
+    if task.is_regression:
+        low, high = task.score_range or (-math.inf, math.inf)
+
+        def parse_score(raw: object) -> float:
+            try:
+                score = float(raw)
+            except (TypeError, ValueError):
+                score = math.nan
+            if low <= score <= high or (allow_missing and score == -1):
+                return score
+            where = f"a number in [{low:g}, {high:g}]" if task.score_range else "a finite number"
+            raise BadRow(f"score {str(raw)!r} is not {where}")
+
+        return parse_score
+
+    ids = {spelling: i for i, spelling in enumerate(spellings)}
+    if allow_missing:
+        ids["-1"] = -1
+
+    def parse_class(raw: object) -> int:
+        try:
+            return ids[label_text(raw)]
+        except KeyError:
+            raise BadRow(f"label {label_text(raw)!r} is not one of {', '.join(spellings)}") from None
+
+    return parse_class
+
+
+def label_text(raw: object) -> str:
+    """A class label as text, whatever the file type: 1, 1.0, "1" and " 1 " are the same class."""
+    if isinstance(raw, bool):
+        return str(raw).lower()
+    text = str(raw).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() else text
+
+
+def collect_rows(task: Task, file: RecordFile, text_columns: tuple[str, ...], label_column: str | None,
+                 parse_label: Callable[[object], int | float], skip_bad_rows: bool,
+                 idx_column: str | None = None) -> LoadReport:
+    """The task's columns from ``file``'s records; ``label_column`` None: an unlabelled split (-1).
+
+    A bad row raises ``DataError`` naming the file and line, unless ``skip_bad_rows``: then it is
+    dropped, counted in the report and logged as a warning."""
+    file.require((*text_columns, *([label_column] if label_column else [])))
+    columns: dict[str, list] = {name: [] for name in task_features(task)}
+    skipped: list[str] = []
+    for record in file.records:
+        try:
+            if record.problem:
+                raise BadRow(record.problem)
+            values = record.values
+            texts = [_text(values, name) for name in text_columns]
+            label = parse_label(_value(values, label_column)) if label_column else -1
+        except BadRow as reason:
+            if not skip_bad_rows:
+                raise file.error(record.where, reason) from None
+            skipped.append(f"{record.where}: {reason}")
+            continue
+        for field, text in zip(task.text_fields, texts):
+            columns[field].append(text)
+        columns["label"].append(label)
+        columns["idx"].append(values[idx_column] if idx_column else record.position)
+    if not columns["idx"]:
+        raise DataError(f"{file.path}: no usable rows, all {len(skipped)} are bad (first: {skipped[0]})")
+    if skipped:
+        logger.warning("skipped %d bad rows in %s (first: %s)", len(skipped), file.path, skipped[0])
+    dataset = datasets.Dataset.from_dict(columns, features=task_features(task))
+    return LoadReport(dataset, str(file.path), tuple(skipped))
+
+
+def _value(values: dict, column: str) -> object:
+    if column not in values:
+        raise BadRow(f"no {column!r} value")
+    return values[column]
+
+
+def _text(values: dict, column: str) -> str:
+    text = _value(values, column)
+    if not isinstance(text, str):
+        raise BadRow(f"{column!r} must be text, found {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class GlueData:
+    """A GLUE task's splits, from ``data_dir`` (GLUE layout) or the Hub: the source a run reads."""
+
+    task: Task
+    data_dir: str | None = None
+    skip_bad_rows: bool = False
+
+    def available(self) -> list[str]:
+        return available_splits(self.task, self.data_dir)
+
+    def load(self, split: str) -> LoadReport:
+        return load_split_with_report(self.task, split, self.data_dir, self.skip_bad_rows)
+
+
+def load_split(task: Task | str, split: str, data_dir: str | Path | None = None,
+               skip_bad_rows: bool = False) -> datasets.Dataset:
+    """Load one GLUE split; see ``load_split_with_report`` to learn how many rows were skipped."""
     return load_split_with_report(task, split, data_dir, skip_bad_rows).dataset
 
 
-def load_split_with_report(
-    task: GlueTask | str,
-    split: str,
-    data_dir: str | Path | None = None,
-    skip_bad_rows: bool = False,
-) -> LoadReport:
-    """Load one split from ``data_dir`` (GLUE layout) or, without it, from the Hub.
-
-    A bad row raises ``GlueDataError`` naming the file and line, unless ``skip_bad_rows``:
-    then it is dropped, counted in the report and logged as a warning.
-    """
+def load_split_with_report(task: Task | str, split: str, data_dir: str | Path | None = None,
+                           skip_bad_rows: bool = False) -> LoadReport:
+    """Load one GLUE split from ``data_dir`` (GLUE layout) or, without it, from the Hub."""
     task = get_task(task)
     if split not in task.splits:
-        raise GlueDataError(f"unknown split {split!r} for {task.name}; valid splits: {', '.join(task.splits)}")
+        raise DataError(f"unknown split {split!r} for {task.name}; valid splits: {', '.join(task.splits)}")
     if data_dir is None:
         return LoadReport(_load_hub(task, split), HUB_DATASET)
     path = _find_file(task, split, Path(data_dir))
-    rows = _Rows(task, path, skip_bad_rows)
+    is_test = split.startswith("test")
     if path.suffix == ".parquet":
-        _read_parquet(rows, task, split, path)
-    else:
-        _read_tsv(rows, task, split, path)
-    return rows.report()
+        file = open_records(path, "parquet")
+        names = tuple(str(i) for i in range(task.num_labels))
+        label = None if is_test and "label" not in file.columns else "label"
+        idx = "idx" if "idx" in file.columns else None
+        return collect_rows(task, file, task.text_fields, label, label_parser(task, names, is_test),
+                            skip_bad_rows, idx)
+    layout = _TSV_LAYOUTS[task.name]
+    # GLUE test files always have a header; CoLA's train and dev files have none.
+    file = open_records(path, "glue-tsv", None if is_test else layout.headerless_columns)
+    names = task.label_names if layout.labels_are_names else tuple(str(i) for i in range(task.num_labels))
+    return collect_rows(task, file, layout.text_columns, None if is_test else layout.label_column,
+                        label_parser(task, names, is_test), skip_bad_rows)
 
 
-def available_splits(task: GlueTask | str, data_dir: str | Path | None) -> list[str]:
+def available_splits(task: Task | str, data_dir: str | Path | None) -> list[str]:
     """Splits that can be loaded: those with a file in ``data_dir``, or all of them on the Hub."""
     task = get_task(task)
     if data_dir is None:
@@ -139,7 +236,7 @@ def available_splits(task: GlueTask | str, data_dir: str | Path | None) -> list[
     return [split for split in task.splits if any(p.is_file() for p in _candidate_files(task, split, Path(data_dir)))]
 
 
-def _candidate_files(task: GlueTask, split: str, data_dir: Path) -> list[Path]:
+def _candidate_files(task: Task, split: str, data_dir: Path) -> list[Path]:
     """Files that may hold a split, best first: parquet, then the official TSV."""
     folder = data_dir / task.dir_name
     tsv_stem = split.replace("validation", "dev")
@@ -147,174 +244,26 @@ def _candidate_files(task: GlueTask, split: str, data_dir: Path) -> list[Path]:
     return [folder / f"{stem}.parquet" for stem in stems] + [folder / f"{tsv_stem}.tsv"]
 
 
-def _find_file(task: GlueTask, split: str, data_dir: Path) -> Path:
+def _find_file(task: Task, split: str, data_dir: Path) -> Path:
     candidates = _candidate_files(task, split, data_dir)
     for path in candidates:
         if path.is_file():
             return path
     tsv, others = candidates[-1], ", ".join(p.name for p in candidates[:-1])
-    raise GlueDataError(
+    raise DataError(
         f"{tsv} not found (nor {others} there): pass --data-dir pointing at the folder that holds "
         f"{task.dir_name}/, as in the official GLUE download"
     )
 
 
-def _load_hub(task: GlueTask, split: str) -> datasets.Dataset:
+def _load_hub(task: Task, split: str) -> datasets.Dataset:
     try:
         dataset = datasets.load_dataset(HUB_DATASET, task.name, split=split)
     except (ConnectionError, TimeoutError) as error:
-        raise GlueDataError(
+        raise DataError(
             f"cannot download {HUB_DATASET} ({task.name}, {split}): the Hugging Face Hub is unreachable ({error}); "
             f"pass --data-dir DIR where DIR holds the GLUE TSV layout ({task.dir_name}/train.tsv, "
             f"{task.dir_name}/dev.tsv, ...)"
         ) from error
-    features = glue_features(task)
+    features = task_features(task)
     return dataset.select_columns(list(features)).cast(features)
-
-
-def _label_parser(task: GlueTask, by_name: bool, allow_missing: bool) -> Callable[[object], int | float]:
-    """Map a label as written in a file to its id (or score); -1 is accepted only for test splits."""
-    if task.is_regression:
-
-        def parse_score(raw: object) -> float:
-            try:
-                score = float(raw)
-            except (TypeError, ValueError):
-                score = math.nan
-            if 0 <= score <= 5 or (allow_missing and score == -1):
-                return score
-            raise _BadRow(f"score {str(raw)!r} is not a number in [0, 5]")
-
-        return parse_score
-
-    spellings = task.label_names if by_name else tuple(str(i) for i in range(task.num_labels))
-    ids = {spelling: i for i, spelling in enumerate(spellings)}
-    if allow_missing:
-        ids["-1"] = -1
-
-    def parse_class(raw: object) -> int:
-        try:
-            return ids[str(raw)]
-        except KeyError:
-            raise _BadRow(f"label {str(raw)!r} is not one of {', '.join(spellings)}") from None
-
-    return parse_class
-
-
-class _Rows:
-    """Collects good rows; a bad row raises, or is only counted when skipping."""
-
-    def __init__(self, task: GlueTask, path: Path, skip_bad_rows: bool):
-        self.task, self.path, self.skip_bad_rows = task, path, skip_bad_rows
-        self.columns: dict[str, list] = {name: [] for name in glue_features(task)}
-        self.skipped: list[str] = []
-
-    def error(self, where: str, reason: object) -> GlueDataError:
-        return GlueDataError(f"{self.path} {where}: {reason}")
-
-    def add(self, idx: int, texts: list[str], label: int | float) -> None:
-        for field, text in zip(self.task.text_fields, texts):
-            self.columns[field].append(text)
-        self.columns["label"].append(label)
-        self.columns["idx"].append(idx)
-
-    def bad(self, where: str, reason: _BadRow) -> None:
-        if not self.skip_bad_rows:
-            raise self.error(where, reason)
-        self.skipped.append(f"{where}: {reason}")
-
-    def report(self) -> LoadReport:
-        if not self.columns["idx"]:
-            raise GlueDataError(
-                f"{self.path}: no usable rows, all {len(self.skipped)} are bad (first: {self.skipped[0]})"
-            )
-        if self.skipped:
-            logger.warning("skipped %d bad rows in %s (first: %s)", len(self.skipped), self.path, self.skipped[0])
-        dataset = datasets.Dataset.from_dict(self.columns, features=glue_features(self.task))
-        return LoadReport(dataset, str(self.path), tuple(self.skipped))
-
-
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line without its end-of-line) for each line; a last line needs no newline."""
-    with path.open("rb") as file:
-        for number, line in enumerate(file, 1):
-            yield number, line.rstrip(b"\r\n")
-
-
-def _decode(line: bytes) -> str:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _BadRow(f"invalid UTF-8 (byte 0x{line[error.start]:02x} at byte {error.start + 1})") from None
-
-
-def _read_tsv(rows: _Rows, task: GlueTask, split: str, path: Path) -> None:
-    layout = _TSV_LAYOUTS[task.name]
-    is_test = split.startswith("test")
-    lines = _lines(path)
-    has_header = is_test or layout.headerless_columns is None  # GLUE test files always have a header
-    if has_header:
-        columns = _read_header(rows, next(lines, None))
-        needed = layout.text_columns if is_test else (*layout.text_columns, layout.label_column)
-        missing = [name for name in needed if name not in columns]
-        if missing:
-            raise rows.error(
-                "line 1", f"missing column {', '.join(map(repr, missing))}; the header has {', '.join(columns)}"
-            )
-    else:
-        columns = layout.headerless_columns
-    first_row_line = 2 if has_header else 1
-    text_positions = [columns.index(name) for name in layout.text_columns]
-    label_position = columns.index(layout.label_column) if layout.label_column in columns else None
-    parse_label = _label_parser(task, layout.labels_are_names, allow_missing=is_test)
-    expected = f"{len(columns)} tab-separated fields ({', '.join(columns)})"
-    for number, line in lines:
-        try:
-            fields = _decode(line).split("\t")
-            if len(fields) != len(columns):
-                raise _BadRow(f"expected {expected}, found {len(fields)}")
-            label = -1 if label_position is None else parse_label(fields[label_position])
-            rows.add(number - first_row_line, [fields[p] for p in text_positions], label)
-        except _BadRow as reason:
-            rows.bad(f"line {number}", reason)
-    if not rows.skipped and not rows.columns["idx"]:
-        what = "no data rows after the header" if has_header else f"the file is empty, expected rows of {expected}"
-        raise rows.error(f"line {first_row_line}", what)
-
-
-def _read_header(rows: _Rows, first: tuple[int, bytes] | None) -> tuple[str, ...]:
-    """Column names from the header line; MRPC's starts with a UTF-8 byte-order mark."""
-    if first is None:
-        raise rows.error("line 1", "the file is empty, expected a header line")
-    try:
-        header = _decode(first[1])
-    except _BadRow as reason:
-        raise rows.error("line 1", reason) from None
-    return tuple(header.removeprefix("\ufeff").split("\t"))
-
-
-def _read_parquet(rows: _Rows, task: GlueTask, split: str, path: Path) -> None:
-    is_test = split.startswith("test")
-    try:
-        table = pyarrow.parquet.read_table(path)
-    except (pyarrow.ArrowException, OSError) as error:
-        raise rows.error("row 1", f"not a readable parquet file ({error})") from None
-    needed = task.text_fields if is_test else (*task.text_fields, "label")
-    missing = [name for name in needed if name not in table.column_names]
-    if missing:
-        raise rows.error(
-            "row 1", f"missing column {', '.join(map(repr, missing))}; the file has {', '.join(table.column_names)}"
-        )
-    if table.num_rows == 0:
-        raise rows.error("row 1", "no data rows, the file is empty")
-    data = table.to_pydict()
-    labels = data.get("label", [-1] * table.num_rows)
-    idxs = data.get("idx", range(table.num_rows))
-    parse_label = _label_parser(task, by_name=False, allow_missing=is_test)
-    for row, (idx, label, *texts) in enumerate(zip(idxs, labels, *(data[f] for f in task.text_fields))):
-        try:
-            if not all(isinstance(text, str) for text in texts):
-                raise _BadRow(f"text fields {', '.join(task.text_fields)} must be strings, found {texts!r}")
-            rows.add(idx, texts, parse_label(label))
-        except _BadRow as reason:
-            rows.bad(f"row {row + 1}", reason)

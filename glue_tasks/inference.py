@@ -1,4 +1,5 @@
-"""``eval`` and ``predict``: rebuild a trained model from its run directory and score or label a split."""
+"""``eval`` and ``predict``: rebuild a trained model from its run directory and score or label a split
+(GLUE or the user's own data)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from adaptkit.atomic import write_text_atomic
 
-from .data import GlueDataError, available_splits, load_split
+from .data import GlueData
+from .records import DataError
 from .metrics import task_score
 from .runs import RESULTS, RUN_CONFIG, RunError, read_json, restore_trained
-from .tasks import GlueTask, get_task
+from .tasks import Task
 from .train import (
     TrainConfig, eval_loader, evaluate_splits, load_base_model, make_accelerator, predict_logits, predictions_from,
 )
@@ -34,7 +36,7 @@ class LoadedRun:
     """A saved run ready to score or label splits: its config, its trained model and the tokenizer."""
 
     cfg: TrainConfig
-    task: GlueTask
+    task: Task
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     accelerator: Accelerator
@@ -43,10 +45,20 @@ class LoadedRun:
         return self.accelerator.prepare(eval_loader(data, self.tokenizer, self.task, self.cfg))
 
 
-def load_run(run_dir: Path, model: str | None = None) -> LoadedRun:
+def read_run_config(run_dir: Path, data_dir: str | None = None) -> TrainConfig:
+    """The saved run's configuration; ``data_dir`` replaces a GLUE run's data folder."""
+    saved = read_json(run_dir / RUN_CONFIG)
+    if data_dir is not None:
+        if saved.get("train_file"):
+            raise RunError(f"{run_dir} was trained on your own data ({saved['train_file']}); --data-dir is for GLUE "
+                           "runs: to score other files use predict --input")
+        saved["data_dir"] = data_dir
+    return TrainConfig(**{**saved, "overwrite": True})
+
+
+def load_run(run_dir: Path, cfg: TrainConfig, model: str | None = None) -> LoadedRun:
     """Rebuild the run's trained model (base + saved checkpoint, or the whole saved model) on its device."""
-    cfg = TrainConfig(**{**read_json(run_dir / RUN_CONFIG), "overwrite": True})
-    task = get_task(cfg.task)
+    task = cfg.task_definition()
     method = cfg.method.name
     if method in ("full", "scratch"):
         path = run_dir / "model"
@@ -64,41 +76,46 @@ def load_run(run_dir: Path, model: str | None = None) -> LoadedRun:
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | None = None, model: str | None = None) -> dict:
-    """Dev scores of a saved run, beside those recorded at training time."""
+    """Dev scores of a saved run, beside those recorded at training time. The data is read
+    before the model loads, so a missing file costs no model load."""
     run_dir = Path(run_dir)
-    run = load_run(run_dir, model)
-    loaders = {split: run.loader(load_split(run.task, split, data_dir or run.cfg.data_dir))
-               for split in run.task.dev_splits}
-    dev = evaluate_splits(run.model, loaders, run.task, run.accelerator)
+    cfg = read_run_config(run_dir, data_dir)
+    source = cfg.data_source()
+    splits = {split: source.load(split).dataset for split in source.task.dev_splits}
+    run = load_run(run_dir, cfg, model)
+    dev = evaluate_splits(run.model, {s: run.loader(d) for s, d in splits.items()}, run.task, run.accelerator)
     recorded = read_json(run_dir / RESULTS)
     return {"task": run.task.name, "dev": dev, "score": task_score(run.task, dev),
             "recorded_dev": recorded["dev"], "recorded_score": recorded["score"]}
 
 
 def predict_run(run_dir: str | Path, output: str | Path, data_dir: str | None = None,
-                model: str | None = None) -> list[Path]:
-    """Write the GLUE-server submission file(s) for the task's test split(s); without a test
-    split, predictions for the dev split(s) (``<TASK>-<split>.tsv``), saying so. The splits are
-    checked before any model loads."""
+                model: str | None = None, input_file: str | None = None) -> list[Path]:
+    """Label a split and write one TSV per split; returns the paths written.
+
+    GLUE: the GLUE-server submission file(s) for the test split(s); without a test split, the
+    dev split(s) (``<TASK>-<split>.tsv``), saying so. Own data: ``input_file`` (labels not
+    needed) or else the dev split. The data is checked before any model loads."""
     run_dir, output = Path(run_dir), Path(output)
-    cfg = TrainConfig(**{**read_json(run_dir / RUN_CONFIG), "overwrite": True})
-    task, data_dir = get_task(cfg.task), data_dir or cfg.data_dir
-    available = available_splits(task, data_dir)
-    splits = [s for s in task.test_splits if s in available]
-    if not splits:
-        splits = [s for s in task.dev_splits if s in available]
-        if not splits:
-            raise GlueDataError(f"no test or dev split of {task.name} under {data_dir}: put "
-                                f"{task.dir_name}/test.tsv (GLUE layout) there, or pass --data-dir")
-        print(f"no test split of {task.name} under {data_dir}: predicting the dev split "
-              f"({', '.join(splits)}) instead", file=sys.stderr)
-    run = load_run(run_dir, model)
+    cfg = read_run_config(run_dir, data_dir)
+    source = cfg.data_source()
+    task = source.task
+    if task.is_glue:
+        if input_file is not None:
+            raise RunError("--input is for runs on your own data; a GLUE run predicts its task's test split "
+                           "(put it under --data-dir)")
+        splits = _glue_prediction_splits(task, source)
+        named = {SUBMISSION_NAMES[split if task.name == "mnli" else task.name] if split in task.test_splits
+                 else f"{task.dir_name}-{split}": source.load(split).dataset for split in splits}
+    elif input_file is not None:
+        named = {f"{Path(input_file).stem}-predictions": source.load_file(input_file, labelled=False).dataset}
+    else:
+        print(f"no --input file: predicting the dev split of {task.name}", file=sys.stderr)
+        named = {f"{task.name}-validation-predictions": source.load("validation").dataset}
+    run = load_run(run_dir, cfg, model)
     written = []
-    for split in splits:
-        data = load_split(task, split, data_dir)
-        logits, _ = predict_logits(run.model, run.loader(data), run.accelerator, f"predict {split}")
-        name = (SUBMISSION_NAMES[split if task.name == 'mnli' else task.name] if split in task.test_splits
-                else f"{task.dir_name}-{split}")
+    for name, data in named.items():
+        logits, _ = predict_logits(run.model, run.loader(data), run.accelerator, f"predict {name}")
         path = output / f"{name}.tsv"
         if run.accelerator.is_main_process:
             write_text_atomic(path, _submission(task, data["idx"], predictions_from(logits, task)))
@@ -106,10 +123,26 @@ def predict_run(run_dir: str | Path, output: str | Path, data_dir: str | None = 
     return written
 
 
-def _submission(task: GlueTask, indices, predictions) -> str:
+def _glue_prediction_splits(task: Task, source: GlueData) -> list[str]:
+    available = source.available()
+    splits = [s for s in task.test_splits if s in available]
+    if splits:
+        return splits
+    splits = [s for s in task.dev_splits if s in available]
+    if not splits:
+        raise DataError(f"no test or dev split of {task.name} under {source.data_dir}: put "
+                        f"{task.dir_name}/test.tsv (GLUE layout) there, or pass --data-dir")
+    print(f"no test split of {task.name} under {source.data_dir}: predicting the dev split "
+          f"({', '.join(splits)}) instead", file=sys.stderr)
+    return splits
+
+
+def _submission(task: Task, indices, predictions) -> str:
+    """index and prediction per row: a score, a label word (own data, MNLI/QNLI/RTE) or a class id."""
     if task.is_regression:
-        labels = [f"{min(5.0, max(0.0, float(p))):.3f}" for p in predictions]
-    elif task.name in WORD_LABELS:
+        low, high = task.score_range or (-float("inf"), float("inf"))
+        labels = [f"{min(high, max(low, float(p))):.3f}" for p in predictions]
+    elif not task.is_glue or task.name in WORD_LABELS:
         labels = [task.label_names[int(p)] for p in predictions]
     else:
         labels = [str(int(p)) for p in predictions]

@@ -12,21 +12,21 @@ from pathlib import Path
 
 import numpy
 
-from .tasks import GlueTask, get_task
+from .tasks import Task, get_task
 
 _METRIC_SCRIPT = Path(__file__).with_name("glue_metric.py")
 
 
 @lru_cache(maxsize=None)
-def _metric(task_name: str):
-    """Load the metric module once per task; by local path, so no network is involved."""
+def _metric(kind: str):
+    """Load the metric module once per metric kind; by local path, so no network is involved."""
     import evaluate  # deferred: slow to import, and only scoring needs it
 
-    return evaluate.load(str(_METRIC_SCRIPT), config_name=task_name, keep_in_memory=True)
+    return evaluate.load(str(_METRIC_SCRIPT), config_name=kind, keep_in_memory=True)
 
 
 def compute_metrics(
-    task: GlueTask | str,
+    task: Task | str,
     predictions: Sequence[float] | numpy.ndarray,
     references: Sequence[float] | numpy.ndarray,
 ) -> dict[str, float]:
@@ -43,11 +43,11 @@ def compute_metrics(
         )
     if not task.is_regression and (references < 0).any():
         raise ValueError("references contain -1: this split has no labels (a GLUE test split?)")
-    scores = _metric(task.name).compute(predictions=predictions, references=references)
+    scores = _metric(task.metric).compute(predictions=predictions, references=references)
     return {name: float(scores[name]) for name in task.metric_names}
 
 
-def task_score(task: GlueTask | str, metrics: Mapping[str, float] | Mapping[str, Mapping[str, float]]) -> float:
+def task_score(task: Task | str, metrics: Mapping[str, float] | Mapping[str, Mapping[str, float]]) -> float:
     """One number per task: the mean of its metrics (MRPC: F1 and accuracy).
 
     ``metrics`` is what ``compute_metrics`` returned, or, for a task with several dev splits,

@@ -36,7 +36,9 @@ from transformers import (
 import adaptkit
 from adaptkit.atomic import write_json_atomic
 
-from .data import load_split_with_report
+from .data import GlueData
+from .own_data import OwnData, make_own_task, task_name
+from .records import file_format
 from .losses import TaskLoss
 from .machine import machine_info
 from .choices import DEFAULT_LR
@@ -44,7 +46,7 @@ from .methods import MethodSpec, apply_method
 from .resume import STATE_FILE, Progress, load_train_state, save_train_state
 from .metrics import compute_metrics, task_score
 from .runs import RESULTS, RUN_CONFIG, check_output_dir, copy_into, save_trained
-from .tasks import GlueTask, get_task
+from .tasks import Task, get_task, own_task
 
 HUB_DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -55,13 +57,25 @@ class DivergenceError(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run; saved as ``run_config.json`` beside the results."""
+    """Everything that defines a run; saved as ``run_config.json`` beside the results.
 
-    task: str
+    The data is a GLUE ``task`` (from ``data_dir`` or the Hub) or the user's own ``train_file``;
+    for own data, ``regression`` and ``labels`` are read off the training file when not given,
+    and saved, so ``eval`` and ``predict`` rebuild the same task."""
+
     output_dir: str
+    task: str | None = None  # GLUE task
     method: MethodSpec = field(default_factory=MethodSpec)
     model: str | None = None  # Hub id or local path; None: all-MiniLM-L6-v2
     data_dir: str | None = None
+    train_file: str | None = None  # own data: CSV, TSV, JSON lines or parquet
+    dev_file: str | None = None  # own data: without it, dev_fraction of train is carved out
+    dev_fraction: float = 0.1
+    text_columns: list[str] = field(default_factory=lambda: ["text"])
+    label_column: str = "label"
+    regression: bool | None = None  # None: regression when the labels are non-integer numbers
+    metric: str | None = None  # own classification data: accuracy (default), macro_f1, f1_accuracy, matthews
+    labels: list[str] | None = None  # own data: the classes found in the training file, in id order
     epochs: int = 3
     batch_size: int = 32
     eval_batch_size: int = 64
@@ -86,11 +100,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.method, dict):
             self.method = MethodSpec.from_dict(self.method)
-        self.task = get_task(self.task).name
         self.model = self.model or default_model()
-        # Absolute, so eval and predict find them from any directory.
-        if self.data_dir is not None:
-            self.data_dir = str(Path(self.data_dir).resolve())
         check_model_reference(self.model)
         if Path(self.model).exists():
             self.model = str(Path(self.model).resolve())
@@ -100,7 +110,58 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
-        TaskLoss(self.loss, get_task(self.task).num_labels, get_task(self.task).is_regression)
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"--max-train-samples must be >= 1, got {self.max_train_samples}")
+        if self.train_file is None:
+            self._check_glue()
+        else:
+            self._check_own_data()
+        task = self.task_definition()
+        TaskLoss(self.loss, task.num_labels, task.is_regression)
+
+    def _check_glue(self) -> None:
+        if self.task is None:
+            raise ValueError("say what to train on: --task (a GLUE task) or --train-file (your own data)")
+        own = [f"--{k.replace('_', '-')}" for k in ("dev_file", "regression", "metric", "labels")
+               if getattr(self, k) is not None]
+        if own:
+            raise ValueError(f"{', '.join(own)} applies to your own data (--train-file), not to a GLUE --task")
+        self.task = get_task(self.task).name
+        # Absolute, so eval and predict find them from any directory.
+        if self.data_dir is not None:
+            self.data_dir = str(Path(self.data_dir).resolve())
+
+    def _check_own_data(self) -> None:
+        if self.task is not None or self.data_dir is not None:
+            raise ValueError("--task/--data-dir name a GLUE task; with --train-file drop them (your own data "
+                             "is read from --train-file and --dev-file)")
+        if not 1 <= len(self.text_columns) <= 2:
+            raise ValueError(f"--text-columns takes one or two columns (a text, or a pair), got {self.text_columns}")
+        if not 0 < self.dev_fraction < 1:
+            raise ValueError(f"--dev-fraction must be between 0 and 1, got {self.dev_fraction}")
+        for name in ("train_file", "dev_file"):
+            path = getattr(self, name)
+            if path is not None:
+                file_format(Path(path))
+                setattr(self, name, str(Path(path).resolve()))  # absolute: eval works from anywhere
+        task, self.regression = make_own_task(self.train_file, tuple(self.text_columns), self.label_column,
+                                              self.regression, self.metric, self.labels and tuple(self.labels))
+        self.labels = None if task.is_regression else list(task.label_names)
+
+    def task_definition(self) -> Task:
+        """The task this run trains: a GLUE task, or the one its own data defines."""
+        if self.train_file is None:
+            return get_task(self.task)
+        return own_task(task_name(self.train_file), tuple(self.text_columns),
+                        None if self.regression else tuple(self.labels), self.metric)
+
+    def data_source(self) -> GlueData | OwnData:
+        """Where this run's splits come from."""
+        task = self.task_definition()
+        if self.train_file is None:
+            return GlueData(task, self.data_dir, self.skip_bad_rows)
+        return OwnData(task, self.train_file, self.label_column, self.dev_file, self.dev_fraction,
+                       skip_bad_rows=self.skip_bad_rows)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,7 +208,7 @@ def check_model_reference(model: str) -> None:
                          "save_pretrained, or a Hub id such as sentence-transformers/all-MiniLM-L6-v2")
 
 
-def load_base_model(model_name: str, task: GlueTask, pretrained: bool = True,
+def load_base_model(model_name: str, task: Task, pretrained: bool = True,
                     trust_remote_code: bool = False, announce_new_head: bool = True) -> torch.nn.Module:
     """A sequence classifier with the task's label names; random weights if not ``pretrained``.
 
@@ -174,7 +235,7 @@ def load_base_model(model_name: str, task: GlueTask, pretrained: bool = True,
     return model
 
 
-def tokenize(dataset, tokenizer, task: GlueTask, max_length: int):
+def tokenize(dataset, tokenizer, task: Task, max_length: int):
     """Truncate to ``max_length`` (padding happens per batch in the collator).
 
     Cached in the datasets cache under a key of the rows' fingerprint (it follows their
@@ -198,7 +259,7 @@ def make_loader(dataset, tokenizer, batch_size: int, shuffle: bool, seed: int = 
                       collate_fn=DataCollatorWithPadding(tokenizer))
 
 
-def predictions_from(logits: numpy.ndarray, task: GlueTask) -> numpy.ndarray:
+def predictions_from(logits: numpy.ndarray, task: Task) -> numpy.ndarray:
     return logits[:, 0] if task.is_regression else logits.argmax(axis=-1)
 
 
@@ -216,7 +277,7 @@ def predict_logits(model, loader: DataLoader, accelerator: Accelerator, desc: st
     return numpy.concatenate(all_logits), numpy.concatenate(all_labels)
 
 
-def evaluate_splits(model, loaders: dict[str, DataLoader], task: GlueTask,
+def evaluate_splits(model, loaders: dict[str, DataLoader], task: Task,
                     accelerator: Accelerator) -> dict[str, dict[str, float]]:
     results = {}
     for split, loader in loaders.items():
@@ -241,30 +302,32 @@ class TrainingData:
     train_loader: DataLoader
     dev_loaders: dict[str, DataLoader]
     train_examples: int
+    dev_examples: dict[str, int]
     skipped_rows: int
 
 
-def eval_loader(data, tokenizer, task: GlueTask, cfg: TrainConfig) -> DataLoader:
+def eval_loader(data, tokenizer, task: Task, cfg: TrainConfig) -> DataLoader:
     """A split tokenized and batched in order, for evaluation or prediction."""
     return make_loader(tokenize(data, tokenizer, task, cfg.max_length), tokenizer, cfg.eval_batch_size, shuffle=False)
 
 
-def load_training_data(cfg: TrainConfig, task: GlueTask, accelerator: Accelerator) -> TrainingData:
+def load_training_data(cfg: TrainConfig, task: Task, accelerator: Accelerator) -> TrainingData:
     """Train split (subsampled by the seed when ``max_train_samples`` is set) and dev splits, tokenized.
 
     The main process tokenizes first, so the others read its cache instead of racing it."""
-    train_report = load_split_with_report(task, "train", cfg.data_dir, cfg.skip_bad_rows)
+    source = cfg.data_source()
+    train_report = source.load("train")
     train_data = train_report.dataset
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_data):
         train_data = train_data.shuffle(seed=cfg.seed).select(range(cfg.max_train_samples))
-    dev_data = {split: load_split_with_report(task, split, cfg.data_dir, cfg.skip_bad_rows).dataset
-                for split in task.dev_splits}
+    dev_data = {split: source.load(split).dataset for split in task.dev_splits}
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     with accelerator.main_process_first():
         train_loader = make_loader(tokenize(train_data, tokenizer, task, cfg.max_length), tokenizer,
                                    cfg.batch_size, shuffle=True, seed=cfg.seed)
         dev_loaders = {s: eval_loader(d, tokenizer, task, cfg) for s, d in dev_data.items()}
-    return TrainingData(train_loader, dev_loaders, len(train_data), train_report.n_skipped)
+    return TrainingData(train_loader, dev_loaders, len(train_data), {s: len(d) for s, d in dev_data.items()},
+                        train_report.n_skipped)
 
 
 @dataclass
@@ -334,7 +397,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict:
-    task = get_task(cfg.task)
+    task = cfg.task_definition()
     set_seed(cfg.seed)
     started = time.perf_counter()
     data = load_training_data(cfg, task, accelerator)
@@ -390,10 +453,11 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
     unwrapped = accelerator.unwrap_model(model)
     copy_into(unwrapped, best_state)
     results = {
-        "task": task.name, "method": cfg.method.relevant(), "label": cfg.method.label(), "model": cfg.model,
+        "task": task.name, "labels": task.label_names and list(task.label_names), "method": cfg.method.relevant(), "label": cfg.method.label(), "model": cfg.model,
         "seed": cfg.seed, "loss": cfg.loss, "lr": cfg.lr, "epochs": cfg.epochs,
         "parameters": parameters.to_dict(), "best_epoch": best["epoch"], "dev": best["dev"], "score": best["score"],
-        "history": progress.history, "train_examples": data.train_examples, "skipped_rows": data.skipped_rows,
+        "history": progress.history, "train_examples": data.train_examples, "dev_examples": data.dev_examples,
+        "skipped_rows": data.skipped_rows,
         "wall_seconds": round(time.perf_counter() - started, 2), "num_processes": accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision, "machine": machine_info(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -404,7 +468,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
         write_json_atomic(output_dir / RESULTS, results)
         state_path.unlink(missing_ok=True)  # the run is complete: the results replace the state
         written = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
-        log(f"best epoch {best['epoch']}: {_format_metrics(best['dev'])} (score {best['score']:.2f}) · "
+        log(f"best epoch {best['epoch']}: {_format_metrics(best['dev'])} (score {100 * best['score']:.2f}) · "
             f"{parameters.trainable_count:,} trainable parameters · {results['wall_seconds'] / 60:.1f} min\n"
             f"wrote {output_dir}: {', '.join(written)}")
     accelerator.wait_for_everyone()

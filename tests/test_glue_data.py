@@ -13,10 +13,10 @@ import pytest
 
 from glue_tasks import (
     TASKS,
-    GlueDataError,
+    DataError,
     available_splits,
     get_task,
-    glue_features,
+    task_features,
     load_split,
     load_split_with_report,
 )
@@ -77,7 +77,7 @@ def test_get_task_unknown_lists_valid_names():
 def test_loads_each_task_format(samples_dir, sample):
     task = TASKS[sample.task]
     dataset = load_split(task, sample.split, samples_dir)
-    assert dataset.features == glue_features(task)
+    assert dataset.features == task_features(task)
     assert dataset.column_names == [*task.text_fields, "label", "idx"]
     texts, labels = zip(*sample.expected)
     assert [tuple(row[f] for f in task.text_fields) for row in dataset] == list(texts)
@@ -137,10 +137,10 @@ def test_parquet_dev_stem_and_unlabelled_test(tmp_path):
 
 def test_parquet_missing_column_and_bad_label(tmp_path):
     _write_parquet(tmp_path / "RTE/train.parquet", {"sentence1": ["a"], "label": [0]})
-    with pytest.raises(GlueDataError, match=r"RTE/train.parquet row 1: missing column 'sentence2'"):
+    with pytest.raises(DataError, match=r"RTE/train.parquet row 1: missing column 'sentence2'"):
         load_split("rte", "train", tmp_path)
     _write_parquet(tmp_path / "RTE/train.parquet", {"sentence1": ["a", "b"], "sentence2": ["c", "d"], "label": [0, 2]})
-    with pytest.raises(GlueDataError, match=r"RTE/train.parquet row 2: label '2' is not one of 0, 1"):
+    with pytest.raises(DataError, match=r"RTE/train.parquet row 2: label '2' is not one of 0, 1"):
         load_split("rte", "train", tmp_path)
 
 
@@ -180,12 +180,12 @@ def test_real_files_spot_values():
 
 
 def test_unknown_split_lists_valid_ones(samples_dir):
-    with pytest.raises(GlueDataError, match="unknown split 'validation' for mnli; valid splits: train, validation_m"):
+    with pytest.raises(DataError, match="unknown split 'validation' for mnli; valid splits: train, validation_m"):
         load_split("mnli", "validation", samples_dir)
 
 
 def test_missing_file_names_path_and_data_dir(tmp_path):
-    with pytest.raises(GlueDataError) as error:
+    with pytest.raises(DataError) as error:
         load_split("rte", "train", tmp_path / "nowhere")
     message = str(error.value)
     assert str(tmp_path / "nowhere" / "RTE" / "train.tsv") in message
@@ -239,7 +239,7 @@ STSB_HEADER = "sentence1\tsentence2\tscore\n"
 )
 def test_bad_input_names_file_and_line(tmp_path, task, split, relpath, content, message):
     write_file(tmp_path, relpath, content)
-    with pytest.raises(GlueDataError, match=re.escape(message)):
+    with pytest.raises(DataError, match=re.escape(message)):
         load_split(task, split, tmp_path)
 
 
@@ -265,7 +265,7 @@ def test_qqp_question_broken_across_lines_is_skipped(tmp_path):
     """The malformed QQP rows found in the wild: a newline inside a question splits one row in two."""
     header = "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
     write_file(tmp_path, "QQP/train.tsv", header + "0\t1\t2\tHow do\nI?\tWhy?\t0\n1\t3\t4\tA?\tB?\t1\n")
-    with pytest.raises(GlueDataError, match="QQP/train.tsv line 2: expected 6 tab-separated fields"):
+    with pytest.raises(DataError, match="QQP/train.tsv line 2: expected 6 tab-separated fields"):
         load_split("qqp", "train", tmp_path)
     report = load_split_with_report("qqp", "train", tmp_path, skip_bad_rows=True)
     assert report.n_skipped == 2
@@ -282,7 +282,7 @@ def test_qqp_question_broken_across_lines_is_skipped(tmp_path):
 )
 def test_skip_bad_rows_still_rejects_unusable_files(tmp_path, content, message):
     write_file(tmp_path, "RTE/train.tsv", content)
-    with pytest.raises(GlueDataError, match=re.escape(message)):
+    with pytest.raises(DataError, match=re.escape(message)):
         load_split("rte", "train", tmp_path, skip_bad_rows=True)
 
 
@@ -294,7 +294,7 @@ def test_hub_unreachable_suggests_data_dir(monkeypatch):
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (LocalEntryNotFoundError)")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(GlueDataError, match="Hub is unreachable.*pass --data-dir DIR .*RTE/train.tsv"):
+    with pytest.raises(DataError, match="Hub is unreachable.*pass --data-dir DIR .*RTE/train.tsv"):
         load_split("rte", "train")
 
 
@@ -314,4 +314,4 @@ def test_hub_dataset_gets_the_local_features(monkeypatch):
     report = load_split_with_report("SST-2", "validation")
     assert calls == [(("nyu-mll/glue", "sst2"), {"split": "validation"})]
     assert report.source == "nyu-mll/glue"
-    assert report.dataset.features == glue_features("sst2")
+    assert report.dataset.features == task_features("sst2")

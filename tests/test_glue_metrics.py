@@ -14,6 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 import glue_tasks
 from glue_tasks import TASKS
 from glue_tasks.metrics import compute_metrics, glue_average, task_score
+from glue_tasks.tasks import METRICS, own_task
 
 METRIC_SCRIPT = Path(glue_tasks.__file__).with_name("glue_metric.py")
 REFERENCE = {
@@ -46,6 +47,23 @@ def test_metrics_match_sklearn_and_scipy(name):
     assert all(isinstance(value, float) for value in scores.values())
 
 
+def test_metric_module_kinds_match_the_task_table():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("glue_metric_copy", METRIC_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(module._KINDS) == set(METRICS)
+    for kind, names in METRICS.items():
+        assert tuple(module._score(kind, [0, 1, 1, 0], [0, 1, 0, 0])) == names
+
+
+def test_macro_f1_for_own_data_with_unbalanced_classes():
+    task = own_task("reviews", ("text",), ("bad", "good", "ok"), "macro_f1")
+    references, predictions = [0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 0, 2]
+    assert compute_metrics(task, predictions, references) == pytest.approx(
+        {"macro_f1": f1_score(references, predictions, average="macro")})
+
+
 def test_numpy_input_and_perfect_predictions():
     labels = np.array([0, 1, 1, 0, 1])
     assert compute_metrics("mrpc", labels, labels) == {"f1": 1.0, "accuracy": 1.0}
@@ -71,10 +89,10 @@ def test_metric_module_loads_by_path_without_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    metric = evaluate.load(str(METRIC_SCRIPT), config_name="stsb", keep_in_memory=True)
+    metric = evaluate.load(str(METRIC_SCRIPT), config_name="correlation", keep_in_memory=True)
     scores = metric.compute(predictions=[1.0, 2.0, 3.5], references=[1.5, 2.0, 3.0])
     assert set(scores) == {"pearson", "spearmanr"}
-    with pytest.raises(KeyError, match="unknown GLUE task 'squad'"):
+    with pytest.raises(KeyError, match="unknown metric kind 'squad'"):
         evaluate.load(str(METRIC_SCRIPT), config_name="squad", keep_in_memory=True)
 
 

@@ -1,0 +1,217 @@
+"""The user's own data: train, eval and predict from CSV, TSV, JSON lines and parquet files, the
+task read off the training file, a dev split carved the same way for every seed, and errors
+that name the file, the line and the fix."""
+
+import csv
+import json
+import random
+import re
+from pathlib import Path
+
+import pyarrow
+import pyarrow.parquet
+import pytest
+
+from glue_run_fixtures import write_rte, write_tiny_model
+from glue_tasks.cli import main
+from glue_tasks.own_data import OwnData, read_labels
+from glue_tasks.tasks import own_task
+from glue_tasks.train import TrainConfig
+
+HINT = {"pos": "great", "neg": "awful", "meh": "fine"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+def write_reviews_csv(path: Path, n: int = 60, seed: int = 0) -> Path:
+    """Three string classes, each given away by one word; a comma and quotes inside a text."""
+    rng = random.Random(seed)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "review", "stars"])
+        for i in range(n):
+            label = rng.choice(list(HINT))
+            writer.writerow([i, f'item {i}, "quoted", was {HINT[label]}', label])
+    return path
+
+
+def write_scores_jsonl(path: Path, n: int = 40) -> Path:
+    """A sentence pair and a float target: regression read off the labels."""
+    rng = random.Random(1)
+    with path.open("w") as file:
+        for i in range(n):
+            y = rng.uniform(0, 3)
+            file.write(json.dumps({"a": f"{'high' if y > 1.5 else 'low'} {i}", "b": "the other side",
+                                   "y": round(y, 3)}) + "\n")
+    return path
+
+
+def own_args(model, train_file, out, *extra):
+    return ["train", "--train-file", str(train_file), "--model", str(model), "--output-dir", str(out),
+            "--epochs", "1", "--batch-size", "8", "--size", "8", *extra]
+
+
+def test_csv_classification_trains_evaluates_and_predicts(tiny_model_dir, tmp_path, capsys):
+    train_file = write_reviews_csv(tmp_path / "reviews.csv")
+    out = tmp_path / "run"
+    assert main(own_args(tiny_model_dir, train_file, out, "--text-columns", "review", "--label-column", "stars")) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "reviews" and results["labels"] == ["meh", "neg", "pos"]
+    assert results["train_examples"] + results["dev_examples"]["validation"] == 60
+    assert set(results["dev"]["validation"]) == {"accuracy"}
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["labels"] == ["meh", "neg", "pos"] and config["regression"] is False
+    capsys.readouterr()
+
+    train_file.rename(tmp_path / "moved.csv")  # eval of a carved dev split needs the training file...
+    assert main(["eval", "--run-dir", str(out)]) == 2
+    assert "reviews.csv not found" in capsys.readouterr().err
+    (tmp_path / "moved.csv").rename(train_file)
+    assert main(["eval", "--run-dir", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["dev"] == results["dev"]
+
+    new = tmp_path / "new.csv"
+    new.write_text('review\n"it was great, really"\nit was awful\n')  # no label column needed
+    assert main(["predict", "--run-dir", str(out), "--input", str(new), "--output", str(tmp_path / "pred")]) == 0
+    lines = (tmp_path / "pred" / "new-predictions.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1"]
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"meh", "neg", "pos"}
+
+
+def test_jsonl_regression_with_a_text_pair(tiny_model_dir, tmp_path, capsys):
+    train_file = write_scores_jsonl(tmp_path / "scores.jsonl")
+    dev_file = write_scores_jsonl(tmp_path / "scores_dev.jsonl", n=12)
+    out = tmp_path / "run"
+    assert main(own_args(tiny_model_dir, train_file, out, "--text-columns", "a", "b", "--label-column", "y",
+                         "--dev-file", str(dev_file))) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["labels"] is None and set(results["dev"]["validation"]) == {"pearson", "spearmanr"}
+    assert results["train_examples"] == 40 and results["dev_examples"] == {"validation": 12}
+    capsys.readouterr()
+    assert main(["eval", "--run-dir", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["dev"] == results["dev"]
+    assert main(["predict", "--run-dir", str(out), "--output", str(tmp_path / "pred")]) == 0
+    assert "predicting the dev split" in capsys.readouterr().err
+    rows = (tmp_path / "pred" / "scores-validation-predictions.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 12 and all(float(row.split("\t")[1]) == float(row.split("\t")[1]) for row in rows)
+
+
+def test_integer_labels_are_classes_unless_regression(tiny_model_dir, tmp_path):
+    path = tmp_path / "ints.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t {i}", "label": i % 3 * 5}) + "\n" for i in range(30)))
+    assert read_labels(path, "label") == ("0", "5", "10")
+    path.write_text("".join(json.dumps({"text": f"t {i}", "label": [2, 10, 2.0][i % 3]}) + "\n" for i in range(30)))
+    assert read_labels(path, "label") == ("2", "10")  # 2 and 2.0 are one class, in numeric order
+    path.write_text("".join(json.dumps({"text": f"t {i}", "label": i / 7}) + "\n" for i in range(30)))
+    assert read_labels(path, "label") is None  # non-integer numbers: regression
+    assert main(own_args(tiny_model_dir, path, tmp_path / "run", "--regression")) == 0
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["labels"] is None
+
+
+@pytest.mark.parametrize("suffix", ["tsv", "parquet", "jsonl"])
+def test_every_format_gives_the_same_rows(tmp_path, suffix):
+    rows = [{"text": f'say "hi", {i}', "label": ["b", "a"][i % 2]} for i in range(10)]
+    path = tmp_path / f"data.{suffix}"
+    if suffix == "tsv":
+        with path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, ["text", "label"], delimiter="\t")
+            writer.writeheader()
+            writer.writerows(rows)
+    elif suffix == "parquet":
+        pyarrow.parquet.write_table(pyarrow.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    task = own_task("data", ("text",), ("a", "b"))
+    source = OwnData(task, str(path), "label", dev_file=str(path))
+    loaded = source.load("validation").dataset
+    assert loaded["text"] == [row["text"] for row in rows]
+    assert loaded["label"] == [1, 0] * 5 and loaded["idx"] == list(range(10))
+
+
+def test_carved_dev_split_is_stratified_disjoint_and_the_same_for_every_seed(tiny_model_dir, tmp_path):
+    train_file = write_reviews_csv(tmp_path / "reviews.csv", n=100)
+    configs = [TrainConfig(output_dir=str(tmp_path / f"r{seed}"), train_file=str(train_file), seed=seed,
+                           text_columns=["review"], label_column="stars", dev_fraction=0.2,
+                           model=str(tiny_model_dir)) for seed in (1, 2)]
+    sources = [config.data_source() for config in configs]
+    dev = [source.load("validation").dataset for source in sources]
+    train = sources[0].load("train").dataset
+    assert dev[0]["idx"] == dev[1]["idx"] and len(dev[0]) == 20
+    assert not set(dev[0]["idx"]) & set(train["idx"]) and len(train) == 80
+    per_class = {c: train["label"].count(c) + dev[0]["label"].count(c) for c in range(3)}
+    for c, total in per_class.items():
+        assert dev[0]["label"].count(c) == round(0.2 * total)
+    assert TrainConfig.canonical_identity(configs[0].identity()) == configs[0].identity()
+
+
+@pytest.mark.parametrize("content, extra, message", [
+    ("review,stars\ngood,pos\nbad,neg\n", ["--dev-file", "DEV"], "DEV line 3: label 'meh' is not one of neg, pos: "
+                                                                 "the classes are the labels of the training file"),
+    ("review,stars\ngood,pos\nbad\nworse,neg\n", [], "line 3: expected 2 comma-separated fields (review, stars), found 1"),
+    ("text,stars\ngood,pos\nbad,neg\n", [], "line 1: missing column 'review'; the header has text, stars"),
+    ("review,stars\ngood,pos\nbad,pos\n", [], "every row has the label 'pos'; classification needs at least two"),
+    ("review,stars\ngood,pos\nbad,neg\n", ["--regression"], "train.csv line 2: score 'pos' is not a finite number"),
+    ("review,stars\ngood,pos\nbad,neg\nso,meh\n", ["--metric", "f1_accuracy"], "--metric f1_accuracy is the F1 "
+                                                                            "of class 'pos' against the other"),
+    ("review,stars\ngood,pos\nbad,neg\n", ["--metric", "f1_accuracy", "--dev-file", "DEV"], None),
+    ("review,stars\ngood,pos\nbad,neg\n", ["--task", "rte"], "--task/--data-dir name a GLUE task; with --train-file"),
+    ("review,stars\ngood,pos\nbad,neg\n", ["--dev-fraction", "1.5"], "--dev-fraction must be between 0 and 1"),
+    ("review,stars\ngood,pos\nbad,neg\n", ["--text-columns", "a", "b", "c"], "--text-columns takes one or two"),
+])
+def test_bad_own_data_is_named_with_file_line_and_fix(tiny_model_dir, tmp_path, capsys, content, extra, message):
+    train_file = tmp_path / "train.csv"
+    train_file.write_text(content)
+    dev_file = tmp_path / "dev.csv"
+    dev_file.write_text("review,stars\nok,pos\nmeh,meh\n")
+    extra = [str(dev_file) if arg == "DEV" else arg for arg in extra]
+    args = ["train", "--train-file", str(train_file), "--output-dir", str(tmp_path / "run"),
+            "--model", str(tiny_model_dir), "--epochs", "1", *extra]
+    if "--text-columns" not in extra:
+        args += ["--text-columns", "review"]
+    args += ["--label-column", "stars"]
+    if message is None:  # f1 of two classes is fine, but the dev file has a third class
+        assert main(args) == 2 and "label 'meh' is not one of neg, pos" in capsys.readouterr().err
+        return
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(re.escape(message.replace("DEV", str(dev_file))), err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_skip_bad_rows_in_own_data(tiny_model_dir, tmp_path):
+    train_file = write_reviews_csv(tmp_path / "reviews.csv", n=30)
+    with train_file.open("ab") as file:
+        file.write(b'99,"bad \xff byte",pos\n100,missing label\n')
+    args = own_args(tiny_model_dir, train_file, tmp_path / "run", "--text-columns", "review", "--label-column",
+                    "stars")
+    assert main(args) == 2
+    assert main([*args, "--skip-bad-rows"]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["skipped_rows"] == 2 and results["train_examples"] + 3 == 30
+
+
+def test_own_data_run_looks_like_a_glue_run(tiny_model_dir, tmp_path):
+    own = tmp_path / "own"
+    assert main(own_args(tiny_model_dir, write_reviews_csv(tmp_path / "r.csv"), own, "--text-columns", "review",
+                         "--label-column", "stars")) == 0
+    glue = tmp_path / "glue"
+    assert main(["train", "--task", "rte", "--data-dir", str(write_rte(tmp_path / "data")), "--model",
+                 str(tiny_model_dir), "--output-dir", str(glue), "--epochs", "1", "--batch-size", "8",
+                 "--size", "8"]) == 0
+    files = [sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()) for run in (own, glue)]
+    assert files[0] == files[1]
+    keys = [set(json.loads((run / "results.json").read_text())) for run in (own, glue)]
+    assert keys[0] == keys[1]
+
+
+def test_glue_flags_and_own_data_flags_do_not_mix(tmp_path, capsys):
+    assert main(["train", "--task", "rte", "--regression", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "--regression applies to your own data" in capsys.readouterr().err
+    assert main(["train", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "--task (a GLUE task) or --train-file (your own data)" in capsys.readouterr().err
+    assert main(["train", "--train-file", str(tmp_path / "data.xlsx"), "--output-dir", str(tmp_path / "x")]) == 2
+    assert "unknown file type '.xlsx'" in capsys.readouterr().err
