@@ -24,6 +24,15 @@ EXAMPLES = """examples:
 """
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default once: not where the help already says it, nor for unset options and switches."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "default" in (action.help or "") or action.default in (None, False, argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adaptkit-glue", description=__doc__, epilog=EXAMPLES,
@@ -33,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="fine-tune one task and save scores and the small checkpoint",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_DefaultsFormatter)
     train.add_argument("--task", type=_task_name, metavar="TASK",
                        help="GLUE task, any case or spelling of the GLUE download: "
                             + ", ".join(t.dir_name for t in TASKS.values()) + " (or --train-file for your own data)")
@@ -97,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("eval", "re-score a saved run on the dev set(s) from base model + checkpoint"),
                        ("predict", "label new rows: GLUE-server submission files for a GLUE task's test "
                                    "split, or --input FILE for a run on your own data")):
-        sub = commands.add_parser(name, help=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sub = commands.add_parser(name, help=text, formatter_class=_DefaultsFormatter)
         sub.add_argument("--run-dir", required=True, help="the --output-dir of a finished train")
         sub.add_argument("--data-dir", help="GLUE runs: the GLUE folder (default: the one used for training)")
         sub.add_argument("--model", help="base model (default: the one used for training)")
