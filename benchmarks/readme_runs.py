@@ -25,7 +25,7 @@ from glue_tasks.machine import machine_info, source_info  # noqa: E402
 
 COMMANDS = {
     "first_result": "adaptkit-glue train --task sst2 --data-dir ../shared/data/glue --max-train-samples 1000 "
-                    "--max-length 64 --epochs 1 --output-dir runs/first",
+                    "--max-length 64 --epochs 1 --batch-size 8 --output-dir runs/first",
     "main_job": "adaptkit-glue train --task rte --data-dir ../shared/data/glue --method adapter --size 64 "
                 "--output-dir runs/rte",
 }

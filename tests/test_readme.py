@@ -32,22 +32,79 @@ def test_readme_python_example_runs(index, tiny_model_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-COMMANDS = [line for block in re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
-            for line in block.splitlines() if line.startswith("adaptkit-glue ")]
+BASH_BLOCKS = [block.splitlines() for block in re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"),
+                                                       re.DOTALL)]
+GLUE_BLOCKS = [[line for line in block if line.startswith("adaptkit-glue ")] for block in BASH_BLOCKS]
+GLUE_BLOCKS = [block for block in GLUE_BLOCKS if block]
+LAUNCH_LINES = [line for block in BASH_BLOCKS for line in block if line.startswith(("accelerate ", "torchrun "))]
 
 
-def test_readme_glue_commands_run_in_order(tiny_model_dir, tmp_path):
-    """The main job's commands, with the documented substitution: a tiny model and tiny RTE files
-    for ../shared/data/glue, and a short run (--max-train-samples 16 --epochs 1)."""
+def _write_readme_data(folder: Path) -> Path:
+    """Tiny stand-ins for ../shared/data/glue (RTE, SST-2) and the own-data CSV files."""
     from glue_run_fixtures import write_rte
-    assert [c.split()[1] for c in COMMANDS] == ["train", "eval", "predict"]
-    data = write_rte(tmp_path / "glue")
+    data = write_rte(folder / "glue")
+    (data / "SST-2").mkdir()
+    for split in ("train", "dev"):
+        rows = [f"a {'fine' if i % 2 else 'poor'} film {i}\t{i % 2}" for i in range(24)]
+        (data / "SST-2" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    rows = [f"item {i} was {['awful', 'fine', 'great'][i % 3]},{i % 3 + 1}" for i in range(30)]
+    (folder / "reviews.csv").write_text("review,stars\n" + "\n".join(rows) + "\n")
+    (folder / "new_reviews.csv").write_text("review\nit was great\nit was awful\n")
+    return data
+
+
+def test_the_readme_shows_the_main_job_first_result_and_own_data():
+    firsts = [[c.split()[1] for c in block] for block in GLUE_BLOCKS]
+    assert firsts == [["train"], ["train", "eval", "predict"], ["train", "eval", "predict"]]
+    assert any("--train-file" in line for block in GLUE_BLOCKS for line in block)
+
+
+@pytest.mark.parametrize("block", GLUE_BLOCKS, ids=lambda block: block[0].split("--output-dir")[-1].strip())
+def test_readme_commands_run_in_order(block, tiny_model_dir, tmp_path):
+    """Each block's commands, with the documented substitution: a tiny model, tiny files for
+    ../shared/data/glue and the CSV files, and a short run (--max-train-samples 16 --epochs 1)."""
+    data = _write_readme_data(tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    for command in COMMANDS:
+    for command in block:
         args = shlex.split(command.replace("../shared/data/glue", str(data)), comments=True)[1:]
         if args[0] == "train":
             args += ["--model", str(tiny_model_dir), "--max-train-samples", "16", "--epochs", "1"]
         done = subprocess.run([sys.executable, "-m", "glue_tasks", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (command, done.stderr[-2000:])
-    assert (tmp_path / "submission" / "RTE-validation.tsv").is_file()
+    outputs = {"runs/rte": "submission/RTE-validation.tsv", "runs/reviews": "predictions/new_reviews-predictions.tsv",
+               "runs/first": "runs/first/results.json"}
+    expected = next(path for run, path in outputs.items() if run in block[0])
+    assert (tmp_path / expected).is_file()
+
+
+def test_readme_launch_lines_parse():
+    """Several processes cannot run here; each launcher flag must be one the launcher documents, and
+    the rest must parse as an adaptkit-glue command."""
+    from glue_tasks.cli import build_parser
+    assert {line.split()[0] for line in LAUNCH_LINES} == {"accelerate", "torchrun"}
+    for line in LAUNCH_LINES:
+        words = shlex.split(line)
+        module = words.index("-m")
+        launcher = words[:module]
+        help_text = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--help"]
+                                   if launcher[0] == "accelerate" else
+                                   [sys.executable, "-m", "torch.distributed.run", "--help"],
+                                   capture_output=True, text=True, timeout=120).stdout
+        for flag in (w for w in launcher if w.startswith("--")):
+            assert flag in help_text or flag.replace("_", "-") in help_text, (line, flag)
+        assert words[module + 1] == "glue_tasks"
+        build_parser().parse_args(words[module + 2:])
+
+
+def test_readme_first_result_and_main_job_match_their_committed_run():
+    """The commands that benchmarks/readme_runs.py ran are the README's, and the README quotes its numbers."""
+    import json
+    sys.path.insert(0, str(README.parent / "benchmarks"))
+    from readme_runs import COMMANDS, OUT
+    lines = [line for block in GLUE_BLOCKS for line in block]
+    assert all(command in lines for command in COMMANDS.values())
+    runs = json.loads(OUT.read_text())["runs"]
+    text = README.read_text(encoding="utf-8")
+    for run in runs.values():
+        assert f"{100 * run['score']:.1f}" in text
