@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the glue_tasks the runs use (their PYTHONPATH), installed or not
+from glue_tasks.ledger import append_line, done_keys  # noqa: E402
 from glue_tasks.methods import MethodSpec  # noqa: E402
 CLASSIFICATION = ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")
 
@@ -158,30 +159,8 @@ def paper() -> Preset:
 PRESETS = {"cpu-small": cpu_small, "cpu-small-lr": cpu_small_lr, "glue-headline": glue_headline, "paper": paper}
 
 
-def done_keys(results_file: Path) -> set[str]:
-    """Keys of finished runs; a torn last line (a kill during the write) is ignored."""
-    keys = set()
-    if results_file.exists():
-        for line in results_file.read_text(encoding="utf-8").splitlines():
-            try:
-                keys.add(json.loads(line)["key"])
-            except (json.JSONDecodeError, KeyError):
-                continue
-    return keys
-
-
 def append_result(results_file: Path, run: Run, result: dict) -> None:
-    """Append one line; a torn line left by a kill is closed first so it cannot swallow this one."""
-    line = json.dumps({"key": run.key, "label": run.label, **asdict(run), "result": result}, sort_keys=True)
-    with open(results_file, "a+b") as handle:
-        handle.seek(0, os.SEEK_END)
-        if handle.tell():
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
-        handle.write(line.encode("utf-8") + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_line(results_file, {"key": run.key, "label": run.label, **asdict(run), "result": result})
 
 
 def execute(run: Run, work_dir: Path, data_dir: str | None, threads: int | None = None) -> dict:

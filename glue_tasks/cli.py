@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 
-from .choices import DEFAULT_LR, LOSSES, METHODS
+from .choices import CANDIDATES, DEFAULT_LR, EXTRA_CANDIDATES, LOSSES, METHODS, QUICK
 from .tasks import TASKS, get_task
 
 EXAMPLES = """examples:
@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   adaptkit-glue train --task mrpc --method full --lr 3e-5 --output-dir runs/mrpc-full
   accelerate launch --multi_gpu --num_processes 4 -m glue_tasks train --task rte --output-dir runs/rte-ddp
   torchrun --nproc_per_node 2 -m glue_tasks train --task rte --output-dir runs/rte-cpu2   # 2 CPU processes (gloo)
+  adaptkit-glue compare --task sst2 --data-dir ../shared/data/glue --preset quick --output-dir runs/compare-sst2
   adaptkit-glue eval --run-dir runs/rte
   adaptkit-glue predict --run-dir runs/rte --output submission/
   adaptkit-glue predict --run-dir runs/reviews --input new_reviews.csv --output predictions/
@@ -43,31 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune one task and save scores and the small checkpoint",
                                 formatter_class=_DefaultsFormatter)
-    train.add_argument("--task", type=_task_name, metavar="TASK",
-                       help="GLUE task, any case or spelling of the GLUE download: "
-                            + ", ".join(t.dir_name for t in TASKS.values()) + " (or --train-file for your own data)")
     train.add_argument("--output-dir", required=True, help="where results.json, run_config.json and the checkpoint go")
-    _add_data_and_model(train)
-    own = train.add_argument_group("your own data (instead of --task)")
-    own.add_argument("--train-file", help="training rows: .csv, .tsv, .jsonl or .parquet with a header (column names)")
-    own.add_argument("--dev-file", help="dev rows in the same columns (default: --dev-fraction of --train-file)")
-    own.add_argument("--dev-fraction", type=float, default=0.1,
-                     help="share of the training rows held out as dev when there is no --dev-file "
-                          "(stratified by class, the same rows for every seed)")
-    own.add_argument("--text-columns", nargs="+", default=["text"], metavar="COLUMN",
-                     help="one text column, or two for sentence pairs")
-    own.add_argument("--label-column", default="label", help="the column of class labels or numeric targets")
-    own.add_argument("--regression", action="store_const", const=True,
-                     help="predict a number (default: only when the labels are non-integer numbers; "
-                          "integer or text labels are classes)")
-    own.add_argument("--metric", choices=["accuracy", "macro_f1", "f1_accuracy", "matthews"],
-                     help="classification score (default accuracy; macro_f1 for unbalanced classes; "
-                          "regression is always scored by Pearson and Spearman correlation)")
+    _add_task_and_data(train)
     method = train.add_argument_group("method (what trains)")
     method.add_argument("--method", default="adapter", choices=METHODS,
                         help="adapter: bottleneck adapters + LayerNorms (unless --freeze-layernorms) + head; "
                              "full: everything; top-k: top k blocks + head (k=0: head only); layernorm: LayerNorms + "
-                             "head; lora: PEFT LoRA + head; scratch: random init, everything trained")
+                             "head; lora: PEFT LoRA + head; scratch: random init, everything trained; scratch-small: a "
+                             "2-layer, 128-wide model of the same type and tokenizer, random init (a from-scratch "
+                             "baseline that can learn from small data)")
     method.add_argument("--placement", choices=["houlsby", "pfeiffer"],
                         help="adapter placement: after attention and feed-forward (houlsby, the default) or "
                              "feed-forward only")
@@ -92,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(Barz & Denzler 2020). STS-B always uses MSE")
     opt.add_argument("--ce-weight", type=float, default=0.1, help="λ of cosine+ce")
     opt.add_argument("--max-train-samples", type=int, help="train on a seeded random subsample of this size")
+    opt.add_argument("--tune-fraction", type=float,
+                     help="hold out this share of the training rows (stratified, fixed seed) and score on it "
+                          "instead of the dev set: for choosing settings without looking at dev")
     opt.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"],
                      help="autocast through Accelerate (fp16 needs a GPU)")
     opt.add_argument("--seed", type=int, default=42, help="seeds data order, init and subsampling")
@@ -102,6 +90,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save the training state every N optimizer steps, besides each epoch's end")
     out.add_argument("--resume", action="store_true",
                      help="continue an interrupted run from the state saved in --output-dir (same arguments)")
+
+    compare = commands.add_parser(
+        "compare", formatter_class=_DefaultsFormatter,
+        help="which method and loss for this data, with what confidence: methods × losses × seeds, learning "
+             "rates chosen on held-out training rows, a paired bootstrap test, a table and a plot")
+    compare.add_argument("--output-dir", required=True,
+                         help="results.jsonl (resumable: rerun the same command to continue), summary.md, "
+                              "summary.json, score_vs_params.png")
+    _add_task_and_data(compare)
+    compare.set_defaults(max_length=None)  # 128, or the preset's
+    grid = compare.add_argument_group("what to compare")
+    grid.add_argument("--preset", choices=["quick"],
+                      help="quick: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+                           + " (about half an hour for SST-2 on 2 CPU cores)")
+    grid.add_argument("--methods", nargs="+", metavar="METHOD",
+                      help="default: " + " ".join(CANDIDATES) + "; also " + " ".join(EXTRA_CANDIDATES))
+    grid.add_argument("--losses", nargs="+", choices=LOSSES,
+                      help="default: all three for classification, ce for regression")
+    grid.add_argument("--seeds", type=int, help="seeds per method and loss (default 3)")
+    grid.add_argument("--work-dir", help="run folders and logs (default: OUTPUT_DIR/runs)")
+    run = compare.add_argument_group("each run")
+    run.add_argument("--epochs", type=int, default=2, help="passes over the training data")
+    run.add_argument("--batch-size", type=int, default=8, help="per process")
+    run.add_argument("--max-train-samples", type=int, help="train on a seeded random subsample of this size")
+    run.add_argument("--ce-weight", type=float, default=0.1, help="λ of cosine+ce")
+    run.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="autocast")
 
     for name, text in (("eval", "re-score a saved run on the dev set(s) from base model + checkpoint"),
                        ("predict", "label new rows: GLUE-server submission files for a GLUE task's test "
@@ -122,6 +136,29 @@ def _task_name(text: str) -> str:
         return get_task(text).name
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_task_and_data(parser: argparse.ArgumentParser) -> None:
+    """What to train on: a GLUE task, or the user's own files; and the model."""
+    parser.add_argument("--task", type=_task_name, metavar="TASK",
+                        help="GLUE task, any case or spelling of the GLUE download: "
+                             + ", ".join(t.dir_name for t in TASKS.values()) + " (or --train-file for your own data)")
+    _add_data_and_model(parser)
+    own = parser.add_argument_group("your own data (instead of --task)")
+    own.add_argument("--train-file", help="training rows: .csv, .tsv, .jsonl or .parquet with a header (column names)")
+    own.add_argument("--dev-file", help="dev rows in the same columns (default: --dev-fraction of --train-file)")
+    own.add_argument("--dev-fraction", type=float, default=0.1,
+                     help="share of the training rows held out as dev when there is no --dev-file "
+                          "(stratified by class, the same rows for every seed)")
+    own.add_argument("--text-columns", nargs="+", default=["text"], metavar="COLUMN",
+                     help="one text column, or two for sentence pairs")
+    own.add_argument("--label-column", default="label", help="the column of class labels or numeric targets")
+    own.add_argument("--regression", action="store_const", const=True,
+                     help="predict a number (default: only when the labels are non-integer numbers; "
+                          "integer or text labels are classes)")
+    own.add_argument("--metric", choices=["accuracy", "macro_f1", "f1_accuracy", "matthews"],
+                     help="classification score (default accuracy; macro_f1 for unbalanced classes; "
+                          "regression is always scored by Pearson and Spearman correlation)")
 
 
 def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +190,32 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig(method=spec, **fields)
 
 
+_SHARED_FIELDS = ("task", "data_dir", "model", "max_length", "skip_bad_rows", "cpu", "trust_remote_code",
+                  "train_file", "dev_file", "dev_fraction", "text_columns", "label_column", "regression", "metric",
+                  "epochs", "batch_size", "max_train_samples", "ce_weight", "mixed_precision")
+
+
+def _compare_plan(args: argparse.Namespace):
+    from pathlib import Path
+
+    from .compare import ComparePlan
+    from .train import TrainConfig
+
+    preset = QUICK if args.preset == "quick" else {}
+    base = {name: getattr(args, name) for name in _SHARED_FIELDS}
+    for name in ("max_train_samples", "max_length"):  # the preset fills what the command line leaves unset
+        if base[name] is None:
+            base[name] = preset.get(name, 128 if name == "max_length" else None)
+    probe = TrainConfig(output_dir=args.output_dir, **base)  # checks the data and the flags before any run
+    regression = probe.task_definition().is_regression
+    losses = args.losses or preset.get("losses") or (["ce"] if regression else list(LOSSES))
+    if regression and losses != ["ce"]:
+        raise ValueError("a regression task trains with MSE only: drop --losses or pass --losses ce")
+    seeds = args.seeds if args.seeds is not None else preset.get("seeds", 3)
+    return ComparePlan(Path(args.output_dir), base, args.methods or list(CANDIDATES), losses,
+                       list(range(1, seeds + 1)), args.work_dir and Path(args.work_dir))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -165,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from .train import train
             train(_train_config(args))
+        elif args.command == "compare":
+            from .compare import run_compare
+            run_compare(_compare_plan(args))
         elif args.command == "eval":
             from .inference import evaluate_run
             print(json.dumps(evaluate_run(args.run_dir, args.data_dir, args.model), indent=2))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy
 
 from .records import DataError, RecordFile, open_records
 from .tasks import Task, get_task
@@ -35,6 +36,8 @@ from .tasks import Task, get_task
 logger = logging.getLogger(__name__)
 
 HUB_DATASET = "nyu-mll/glue"
+#: The split name of training rows held out to choose settings (``--tune-fraction``), never the dev set.
+HELD_OUT = "held_out"
 
 
 class BadRow(Exception):
@@ -195,6 +198,23 @@ class GlueData:
 
     def load(self, split: str) -> LoadReport:
         return load_split_with_report(self.task, split, self.data_dir, self.skip_bad_rows)
+
+
+def carve(dataset: datasets.Dataset, fraction: float, stratify: bool,
+          seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Split off ``fraction`` of the rows, by class when ``stratify``, with a fixed seed: (rest, carved).
+
+    The seed does not follow the training seed, so every run of a comparison holds out the same rows."""
+    rng = numpy.random.default_rng(seed)
+    labels = numpy.asarray(dataset["label"])
+    groups = [numpy.flatnonzero(labels == value) for value in numpy.unique(labels)] if stratify else \
+        [numpy.arange(len(labels))]
+    carved = numpy.sort(numpy.concatenate([rng.permutation(rows)[:round(fraction * len(rows))] for rows in groups]))
+    rest = numpy.setdiff1d(numpy.arange(len(labels)), carved)
+    if len(carved) == 0 or len(rest) == 0:
+        raise DataError(f"{len(labels)} rows are too few to hold out {fraction:g} of them; use more rows or "
+                        "another fraction")
+    return dataset.select(rest), dataset.select(carved)
 
 
 def load_split(task: Task | str, split: str, data_dir: str | Path | None = None,

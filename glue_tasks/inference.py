@@ -16,6 +16,7 @@ from adaptkit.atomic import write_text_atomic
 
 from .data import GlueData
 from .records import DataError
+from .methods import FROM_SCRATCH
 from .metrics import task_score
 from .runs import RESULTS, RUN_CONFIG, RunError, read_json, restore_trained
 from .tasks import Task
@@ -60,7 +61,7 @@ def load_run(run_dir: Path, cfg: TrainConfig, model: str | None = None) -> Loade
     """Rebuild the run's trained model (base + saved checkpoint, or the whole saved model) on its device."""
     task = cfg.task_definition()
     method = cfg.method.name
-    if method in ("full", "scratch"):
+    if method in ("full", *FROM_SCRATCH):
         path = run_dir / "model"
         if not path.is_dir():
             raise RunError(f"{run_dir} keeps no model: method {method} saves one only with --save-full")
@@ -83,7 +84,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, model: str | 
     source = cfg.data_source()
     splits = {split: source.load(split).dataset for split in source.task.dev_splits}
     run = load_run(run_dir, cfg, model)
-    dev = evaluate_splits(run.model, {s: run.loader(d) for s, d in splits.items()}, run.task, run.accelerator)
+    dev, _ = evaluate_splits(run.model, {s: run.loader(d) for s, d in splits.items()}, run.task, run.accelerator)
     recorded = read_json(run_dir / RESULTS)
     return {"task": run.task.name, "dev": dev, "score": task_score(run.task, dev),
             "recorded_dev": recorded["dev"], "recorded_score": recorded["score"]}

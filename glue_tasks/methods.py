@@ -3,8 +3,10 @@
 Each method takes a freshly loaded classifier and decides what trains:
 ``adapter`` (adaptkit bottleneck adapters, houlsby or pfeiffer), ``full``, ``top-k`` (the top k
 transformer blocks and the head; k=0 is head-only), ``layernorm`` (LayerNorms and head, the
-paper's ablation), ``lora`` (PEFT LoRA) and ``scratch`` (same architecture, random init,
-everything trained).
+paper's ablation), ``lora`` (PEFT LoRA), ``scratch`` (same architecture, random init,
+everything trained) and ``scratch-small`` (the same model type shrunk to ``SMALL_SCRATCH``,
+random init: a from-scratch model small enough to learn from a few thousand examples, so that
+negative transfer can show).
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from adaptkit.params import head_parameter_names, layernorm_parameter_names
 from adaptkit.targets import find_blocks
 
 from .choices import METHODS
+
+
+#: scratch-small's shape: 2 blocks of width 128 (2 heads, feed-forward 512) over the base model's
+#: vocabulary; with MiniLM's tokenizer 4.4M parameters, 3.9M of them the token embeddings.
+SMALL_SCRATCH = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512}
+
+#: Methods that start from random weights rather than the pretrained ones.
+FROM_SCRATCH = ("scratch", "scratch-small")
 
 
 @dataclass
@@ -81,7 +91,7 @@ class MethodSpec:
 
 def apply_method(model: nn.Module, spec: MethodSpec, adapter_name: str = "task") -> nn.Module:
     """Set what trains; returns the model to train (a PEFT wrapper for LoRA)."""
-    if spec.name in ("full", "scratch"):
+    if spec.name in ("full", *FROM_SCRATCH):
         model.requires_grad_(True)
         return model
     if spec.name == "adapter":

@@ -56,7 +56,7 @@ def task_score(task: Task | str, metrics: Mapping[str, float] | Mapping[str, Map
     """
     task = get_task(task)
     if metrics and all(isinstance(value, Mapping) for value in metrics.values()):
-        unknown = set(metrics) - set(task.dev_splits)
+        unknown = set(metrics) - set(task.dev_splits) - {"held_out"}
         if unknown:
             raise ValueError(
                 f"{task.name} has no split {', '.join(sorted(unknown))}; its dev splits: {', '.join(task.dev_splits)}"

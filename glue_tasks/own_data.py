@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy
 
-from .data import BadRow, LoadReport, collect_rows, label_parser, label_text
+from .data import BadRow, LoadReport, carve, collect_rows, label_parser, label_text
 from .records import DataError, file_format, open_records
 from .tasks import Task, own_task
 
@@ -82,23 +82,11 @@ class OwnData:
         if split == "validation" and self.dev_file:
             return self.load_file(self.dev_file, labelled=True)
         report = self.load_file(self.train_file, labelled=True)
-        dev_rows = self.carved_dev_rows(report.dataset["label"])
-        keep = dev_rows if split == "validation" else numpy.setdiff1d(numpy.arange(len(report.dataset)), dev_rows)
-        if self.dev_file is None and len(keep) == 0:
-            raise DataError(f"{self.train_file}: {len(report.dataset)} rows are too few to carve a dev split "
-                            f"(--dev-fraction {self.dev_fraction}); pass --dev-file")
-        return LoadReport(report.dataset.select(keep), report.source, report.skipped)
-
-    def carved_dev_rows(self, labels: list) -> numpy.ndarray:
-        """Row numbers of the dev split carved from train, stratified by class; none with a dev file."""
         if self.dev_file:
-            return numpy.array([], dtype=int)
-        rng = numpy.random.default_rng(self.split_seed)
-        labels = numpy.asarray(labels)
-        groups = [numpy.arange(len(labels))] if self.task.is_regression else \
-            [numpy.flatnonzero(labels == value) for value in numpy.unique(labels)]
-        chosen = [rng.permutation(rows)[:round(self.dev_fraction * len(rows))] for rows in groups]
-        return numpy.sort(numpy.concatenate(chosen))
+            return report
+        train, dev = carve(report.dataset, self.dev_fraction, stratify=not self.task.is_regression,
+                           seed=self.split_seed)
+        return LoadReport(dev if split == "validation" else train, report.source, report.skipped)
 
     def load_file(self, path: str, labelled: bool) -> LoadReport:
         """Rows of ``path`` in the task's columns; not ``labelled``: labels are not read (prediction)."""

@@ -5,7 +5,7 @@
     adapter/             adaptkit checkpoint (method ``adapter``)
     lora/                PEFT checkpoint (method ``lora``)
     trained.safetensors  the tensors that trained (``top-k``, ``layernorm``)
-    model/               a full ``save_pretrained`` copy (``full``/``scratch`` with --save-full)
+    model/               a full ``save_pretrained`` copy (``full``, ``scratch``, ``scratch-small`` with --save-full)
 """
 
 from __future__ import annotations

@@ -36,13 +36,13 @@ from transformers import (
 import adaptkit
 from adaptkit.atomic import write_json_atomic
 
-from .data import GlueData
+from .data import HELD_OUT, GlueData, carve
 from .own_data import OwnData, make_own_task, task_name
 from .records import file_format
 from .losses import TaskLoss
 from .machine import machine_info
 from .choices import DEFAULT_LR
-from .methods import MethodSpec, apply_method
+from .methods import FROM_SCRATCH, SMALL_SCRATCH, MethodSpec, apply_method
 from .resume import STATE_FILE, Progress, load_train_state, save_train_state
 from .metrics import compute_metrics, task_score
 from .runs import RESULTS, RUN_CONFIG, check_output_dir, copy_into, save_trained
@@ -85,6 +85,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_length: int = 128
     max_train_samples: int | None = None
+    tune_fraction: float | None = None  # hold out this share of the training rows and score on it, not on dev
     loss: str = "ce"
     ce_weight: float = 0.1
     mixed_precision: str = "no"
@@ -112,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"--max-train-samples must be >= 1, got {self.max_train_samples}")
+        if self.tune_fraction is not None and not 0 < self.tune_fraction < 1:
+            raise ValueError(f"--tune-fraction must be between 0 and 1, got {self.tune_fraction}")
         if self.train_file is None:
             self._check_glue()
         else:
@@ -208,9 +211,10 @@ def check_model_reference(model: str) -> None:
                          "save_pretrained, or a Hub id such as sentence-transformers/all-MiniLM-L6-v2")
 
 
-def load_base_model(model_name: str, task: Task, pretrained: bool = True,
-                    trust_remote_code: bool = False, announce_new_head: bool = True) -> torch.nn.Module:
-    """A sequence classifier with the task's label names; random weights if not ``pretrained``.
+def load_base_model(model_name: str, task: Task, pretrained: bool = True, trust_remote_code: bool = False,
+                    announce_new_head: bool = True, shape: dict | None = None) -> torch.nn.Module:
+    """A sequence classifier with the task's label names; random weights if not ``pretrained``,
+    in another ``shape`` (config fields such as ``hidden_size``) if given.
 
     transformers' load report (a table with colour codes) is replaced by one plain line when the
     head is new, and by nothing when a caller restores the head anyway (eval, predict)."""
@@ -219,6 +223,11 @@ def load_base_model(model_name: str, task: Task, pretrained: bool = True,
         model_name, num_labels=task.num_labels, trust_remote_code=trust_remote_code,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
         problem_type="regression" if task.is_regression else "single_label_classification")
+    for name, value in (shape or {}).items():
+        if not hasattr(config, name):
+            raise ValueError(f"{config.model_type} configs have no {name}; scratch-small knows only models whose "
+                             f"configs name {', '.join(shape)}: use --method scratch")
+        setattr(config, name, value)
     if not pretrained:
         return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
     verbosity = transformers.logging.get_verbosity()
@@ -278,12 +287,16 @@ def predict_logits(model, loader: DataLoader, accelerator: Accelerator, desc: st
 
 
 def evaluate_splits(model, loaders: dict[str, DataLoader], task: Task,
-                    accelerator: Accelerator) -> dict[str, dict[str, float]]:
-    results = {}
+                    accelerator: Accelerator) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list]]]:
+    """Metrics per split, and each split's predictions with their labels in data order (what a
+    paired comparison of two runs on the same examples needs)."""
+    metrics, predictions = {}, {}
     for split, loader in loaders.items():
         logits, labels = predict_logits(model, loader, accelerator, f"eval {split}")
-        results[split] = compute_metrics(task, predictions_from(logits, task), labels)
-    return results
+        predicted = predictions_from(logits, task)
+        metrics[split] = compute_metrics(task, predicted, labels)
+        predictions[split] = {"prediction": predicted.tolist(), "label": labels.tolist()}
+    return metrics, predictions
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
@@ -320,7 +333,11 @@ def load_training_data(cfg: TrainConfig, task: Task, accelerator: Accelerator) -
     train_data = train_report.dataset
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train_data):
         train_data = train_data.shuffle(seed=cfg.seed).select(range(cfg.max_train_samples))
-    dev_data = {split: source.load(split).dataset for split in task.dev_splits}
+    if cfg.tune_fraction is None:
+        dev_data = {split: source.load(split).dataset for split in task.dev_splits}
+    else:  # choosing settings: the dev set stays unseen
+        train_data, held_out = carve(train_data, cfg.tune_fraction, stratify=not task.is_regression)
+        dev_data = {HELD_OUT: held_out}
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     with accelerator.main_process_first():
         train_loader = make_loader(tokenize(train_data, tokenizer, task, cfg.max_length), tokenizer,
@@ -402,8 +419,9 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
     started = time.perf_counter()
     data = load_training_data(cfg, task, accelerator)
 
-    model = load_base_model(cfg.model, task, pretrained=cfg.method.name != "scratch",
-                            trust_remote_code=cfg.trust_remote_code)
+    model = load_base_model(cfg.model, task, pretrained=cfg.method.name not in FROM_SCRATCH,
+                            trust_remote_code=cfg.trust_remote_code,
+                            shape=SMALL_SCRATCH if cfg.method.name == "scratch-small" else None)
     model = apply_method(model, cfg.method)
     parameters = adaptkit.count_parameters(model)
     loss_fn = TaskLoss(cfg.loss, task.num_labels, task.is_regression, cfg.ce_weight)
@@ -436,13 +454,13 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
     for epoch in range(progress.epoch, cfg.epochs + 1):
         epoch_start = time.perf_counter()
         loop.run_epoch(train_loader, progress, epoch)
-        dev = evaluate_splits(model, dev_loaders, task, accelerator)
+        dev, predictions = evaluate_splits(model, dev_loaders, task, accelerator)
         record = {"epoch": epoch, "train_loss": float(numpy.mean(progress.epoch_losses)), "dev": dev,
                   "score": task_score(task, dev), "seconds": round(time.perf_counter() - epoch_start, 2)}
         progress.history.append(record)
         improved = progress.best is None or record["score"] > progress.best["score"]
         if improved:
-            progress.best, best_state = record, _snapshot(accelerator.unwrap_model(model))
+            progress.best, best_state = {**record, "predictions": predictions}, _snapshot(accelerator.unwrap_model(model))
         log(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  {_format_metrics(dev)}"
             f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s")
         progress.epoch, progress.batch, progress.epoch_losses = epoch + 1, 0, []
@@ -456,7 +474,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
         "task": task.name, "labels": task.label_names and list(task.label_names), "method": cfg.method.relevant(), "label": cfg.method.label(), "model": cfg.model,
         "seed": cfg.seed, "loss": cfg.loss, "lr": cfg.lr, "epochs": cfg.epochs,
         "parameters": parameters.to_dict(), "best_epoch": best["epoch"], "dev": best["dev"], "score": best["score"],
-        "history": progress.history, "train_examples": data.train_examples, "dev_examples": data.dev_examples,
+        "history": progress.history, "dev_predictions": best["predictions"],
+        "tune_fraction": cfg.tune_fraction, "train_examples": data.train_examples, "dev_examples": data.dev_examples,
         "skipped_rows": data.skipped_rows,
         "wall_seconds": round(time.perf_counter() - started, 2), "num_processes": accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision, "machine": machine_info(),

@@ -1,0 +1,133 @@
+"""``compare``: which method, which loss, with what confidence, on one task (GLUE or your own data).
+
+Two phases, both resumable through the ledger (``results.jsonl`` in the output directory):
+
+1. Learning rates: each method trains at its family's two candidate rates with the first seed,
+   on 90% of the training rows, and is scored on the held-out 10% (``--tune-fraction``); the
+   dev set is never looked at. The better rate is kept (cross-entropy picks it for every loss).
+2. The grid: methods × losses × seeds at the chosen rates, scored on the dev set, with each
+   run's per-example dev predictions kept for the paired test (``significance.py``).
+
+The report (``compare_report.py``) is printed and written as ``summary.md``, ``summary.json``
+and ``score_vs_params.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .choices import CANDIDATES, EXTRA_CANDIDATES
+from .ledger import append_line, read_lines
+from .methods import MethodSpec
+from .train import DivergenceError, TrainConfig, train
+
+BASELINE = "scratch-small"
+TUNE_FRACTION = 0.1
+
+
+@dataclass
+class ComparePlan:
+    """What to compare and how each run trains; ``base`` holds the TrainConfig fields all runs share."""
+
+    output_dir: Path
+    base: dict
+    methods: list[str]
+    losses: list[str]
+    seeds: list[int]
+    work_dir: Path | None = None
+    lr_candidates: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        known = {**CANDIDATES, **EXTRA_CANDIDATES}
+        unknown = [m for m in self.methods if m not in known]
+        if unknown:
+            raise ValueError(f"unknown method {', '.join(unknown)} for compare; choose from {', '.join(known)}")
+        if BASELINE not in self.methods:
+            raise ValueError(f"compare measures transfer against {BASELINE}: keep it in --methods")
+        if not self.seeds:
+            raise ValueError("--seeds must be >= 1")
+        for method in self.methods:
+            self.lr_candidates.setdefault(method, known[method][1])
+        self.work_dir = Path(self.work_dir or self.output_dir / "runs")
+        self.config(self.methods[0], self.losses[0], self.seeds[0], self.lr_candidates[self.methods[0]][0])  # checks
+
+    @property
+    def ledger(self) -> Path:
+        return self.output_dir / "results.jsonl"
+
+    def config(self, method: str, loss: str, seed: int, lr: float, tune: bool = False) -> TrainConfig:
+        spec = MethodSpec.from_dict({**CANDIDATES, **EXTRA_CANDIDATES}[method][0])
+        slug = f"{'tune-' if tune else ''}{method}-{loss}-lr{lr:g}-s{seed}".replace("+", "_")
+        return TrainConfig(**self.base, output_dir=str(self.work_dir / slug), method=spec, loss=loss, seed=seed,
+                           lr=lr, tune_fraction=TUNE_FRACTION if tune else None, overwrite=True)
+
+
+def run_key(cfg: TrainConfig) -> str:
+    """A run's identity in the ledger: its settings, with paths reduced to their names (a ledger
+    committed on one machine resumes on another)."""
+    identity = {k: v for k, v in cfg.identity().items() if k != "output_dir"}
+    for name in ("model", "data_dir", "train_file", "dev_file"):
+        if identity.get(name):
+            identity[name] = Path(identity[name]).name
+    return json.dumps(identity, sort_keys=True)
+
+
+def run_compare(plan: ComparePlan) -> dict:
+    """Both phases, skipping runs already in the ledger; returns the report (also written)."""
+    from .compare_report import write_report
+
+    lines = _run_phase(plan, "tune", [(m, "ce", plan.seeds[0], lr, True) for m in plan.methods
+                                      for lr in plan.lr_candidates[m]])
+    chosen = choose_lrs(plan, lines)
+    _run_phase(plan, "grid", [(m, loss, seed, chosen[m], False) for m in plan.methods for loss in plan.losses
+                              for seed in plan.seeds])
+    return write_report(plan, read_lines(plan.ledger), chosen)
+
+
+def choose_lrs(plan: ComparePlan, lines: list[dict]) -> dict[str, float]:
+    """Per method, the candidate rate with the best held-out score (the first on a tie or a failure)."""
+    scores = {line["key"]: line for line in lines}
+    chosen = {}
+    for method in plan.methods:
+        tried = [(scores[run_key(plan.config(method, "ce", plan.seeds[0], lr, True))].get("score"), -i, lr)
+                 for i, lr in enumerate(plan.lr_candidates[method])]
+        scored = [t for t in tried if t[0] is not None]
+        chosen[method] = max(scored)[2] if scored else plan.lr_candidates[method][0]
+    return chosen
+
+
+def _run_phase(plan: ComparePlan, phase: str, runs: list[tuple]) -> list[dict]:
+    done = {line["key"] for line in read_lines(plan.ledger)}
+    todo = [(run, plan.config(*run)) for run in runs]
+    pending = [(run, cfg) for run, cfg in todo if run_key(cfg) not in done]
+    title = {"tune": "learning-rate choice (held-out 10% of train)", "grid": "methods × losses × seeds (dev)"}[phase]
+    print(f"{phase}: {title}: {len(todo)} runs, {len(todo) - len(pending)} already done", file=sys.stderr)
+    for (method, loss, seed, lr, _), cfg in tqdm(pending, desc=phase, unit="run"):
+        line = {"key": run_key(cfg), "phase": phase, "method": method, "loss": loss, "seed": seed, "lr": lr,
+                **_train_quietly(cfg)}
+        append_line(plan.ledger, line)
+        tqdm.write(f"  {method} {loss} lr {lr:g} seed {seed}: "
+                   + (f"{100 * line['score']:.1f}" if "score" in line else f"failed ({line['failed']})")
+                   + f" ({line['seconds']:.0f} s)", file=sys.stderr)
+    return read_lines(plan.ledger)
+
+
+def _train_quietly(cfg: TrainConfig) -> dict:
+    """One run with its output in ``train.log`` in its folder; a diverging run is recorded as failed."""
+    started = time.perf_counter()
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cfg.output_dir) / "train.log", "w", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            results = train(cfg)
+        except DivergenceError as error:
+            return {"failed": str(error), "seconds": round(time.perf_counter() - started, 1)}
+    keep = ("score", "dev", "dev_predictions", "parameters", "best_epoch", "train_examples", "labels", "task")
+    return {**{k: results[k] for k in keep}, "seconds": round(time.perf_counter() - started, 1)}

@@ -1,0 +1,117 @@
+"""compare: learning rates chosen on held-out training rows, the grid, the paired bootstrap and the
+report, end to end in-process on a tiny model and tiny data; and resuming skips every finished run."""
+
+import csv
+import json
+import random
+
+import numpy
+import pytest
+
+from glue_run_fixtures import write_rte, write_tiny_model
+from glue_tasks.cli import main
+from glue_tasks.ledger import read_lines
+from glue_tasks.significance import paired_bootstrap
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+def write_reviews(path, n=60):
+    rng = random.Random(0)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label"])
+        for i in range(n):
+            label = rng.choice(["good", "bad"])
+            writer.writerow([f"item {i} was {'great' if label == 'good' else 'awful'}", label])
+    return path
+
+
+def test_compare_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    args = ["compare", "--train-file", str(write_reviews(tmp_path / "reviews.csv")), "--model", str(tiny_model_dir),
+            "--output-dir", str(out), "--methods", "scratch-small", "top-0", "adapter-houlsby-8",
+            "--losses", "ce", "cosine", "--seeds", "2", "--epochs", "1", "--max-length", "32"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "# compare: reviews" in printed and "Winner:" in printed
+    lines = read_lines(out / "results.jsonl")
+    tune = [line for line in lines if line["phase"] == "tune"]
+    grid = [line for line in lines if line["phase"] == "grid"]
+    assert len(tune) == 6 and len(grid) == 12
+    assert all(set(line["dev_predictions"]) == {"held_out"} for line in tune)  # rates never see the dev set
+    assert all(set(line["dev_predictions"]) == {"validation"} for line in grid)
+    summary = json.loads((out / "summary.json").read_text())
+    for method, entry in summary["learning_rates"].items():
+        tried = {float(lr): score for lr, score in entry["tried"].items()}
+        assert tried[entry["chosen"]] == max(tried.values())
+        assert {line["lr"] for line in grid if line["method"] == method} == {entry["chosen"]}
+    cells = {cell["name"]: cell for cell in summary["cells"]}
+    assert set(cells) == {f"{m}{s}" for m in ("scratch-small", "top-0", "adapter-houlsby-8")
+                          for s in ("", " + cosine")}
+    baseline = cells["scratch-small"]
+    for name, cell in cells.items():
+        assert len(cell["scores"]) == 2 and cell["mean"] == pytest.approx(numpy.mean(cell["scores"]))
+        assert cell["negative_transfer"] == (not name.startswith("scratch-small") and cell["mean"] < baseline["mean"])
+    verdict = summary["winner_vs_runner_up"]
+    ranked = sorted(cells.values(), key=lambda c: -c["mean"])
+    assert verdict["winner"] == ranked[0]["name"] and verdict["runner_up"] == ranked[1]["name"]
+    assert verdict["low"] <= verdict["difference"] <= verdict["high"] and verdict["resamples"] == 10_000
+    assert (out / "summary.md").is_file() and (out / "score_vs_params.png").stat().st_size > 1000
+
+    assert main(args) == 0  # everything is in the ledger: nothing runs again
+    assert len(read_lines(out / "results.jsonl")) == 18
+    assert "tune: learning-rate choice (held-out 10% of train): 6 runs, 6 already done" in capsys.readouterr().err
+
+
+def test_compare_refuses_bad_plans_before_any_run(tiny_model_dir, tmp_path, capsys):
+    base = ["compare", "--train-file", str(write_reviews(tmp_path / "r.csv")), "--model", str(tiny_model_dir),
+            "--output-dir", str(tmp_path / "cmp")]
+    assert main([*base, "--methods", "top-0", "adapter-houlsby-8"]) == 2
+    assert "against scratch-small: keep it in --methods" in capsys.readouterr().err
+    assert main([*base, "--methods", "scratch-small", "bert-magic"]) == 2
+    assert "unknown method bert-magic for compare" in capsys.readouterr().err
+    assert not (tmp_path / "cmp" / "results.jsonl").exists()
+
+
+def test_tune_fraction_scores_held_out_training_rows_and_never_reads_dev(tiny_model_dir, tmp_path):
+    data = write_rte(tmp_path / "glue", n_train=40)
+    (data / "RTE" / "dev.tsv").unlink()
+    out = tmp_path / "run"
+    assert main(["train", "--task", "rte", "--data-dir", str(data), "--model", str(tiny_model_dir), "--output-dir",
+                 str(out), "--epochs", "1", "--size", "8", "--tune-fraction", "0.25"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["dev"]) == {"held_out"} and results["train_examples"] == 30
+    assert len(results["dev_predictions"]["held_out"]["label"]) == 10
+
+
+def test_scratch_small_is_a_small_model_of_the_same_type(tiny_model_dir, tmp_path):
+    data = write_rte(tmp_path / "glue")
+    out = tmp_path / "run"
+    assert main(["train", "--task", "rte", "--data-dir", str(data), "--model", str(tiny_model_dir), "--output-dir",
+                 str(out), "--epochs", "1", "--method", "scratch-small", "--save-full"]) == 0
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert (config["model_type"], config["hidden_size"], config["num_hidden_layers"]) == ("bert", 128, 2)
+    assert main(["eval", "--run-dir", str(out)]) == 0
+
+
+def test_paired_bootstrap_sees_a_real_difference_and_not_a_null_one():
+    rng = numpy.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    good = numpy.where(rng.random((3, 400)) < 0.9, labels, 1 - labels)
+    coin = rng.integers(0, 2, (3, 400))
+    better = paired_bootstrap(good, coin, labels, regression=False)
+    assert better.beyond_spread and better.low > 0.2 and better.p_value < 0.001
+    same = paired_bootstrap(good, good, labels, regression=False)
+    assert (same.difference, same.low, same.high, same.beyond_spread) == (0.0, 0.0, 0.0, False)
+    noise = paired_bootstrap(coin, rng.integers(0, 2, (3, 400)), labels, regression=False)
+    assert noise.low < 0 < noise.high or abs(noise.difference) < 0.06
+    scores = rng.uniform(0, 5, 300)
+    regression = paired_bootstrap(scores + rng.normal(0, 0.5, (2, 300)), rng.uniform(0, 5, (2, 300)), scores,
+                                  regression=True, resamples=2000)
+    assert regression.beyond_spread and regression.difference > 0.5
+    with pytest.raises(ValueError, match="same examples"):
+        paired_bootstrap(good, good[:, :10], labels, regression=False)
