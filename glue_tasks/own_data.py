@@ -72,9 +72,6 @@ class OwnData:
     split_seed: int = 0
     skip_bad_rows: bool = False
 
-    def available(self) -> list[str]:
-        return list(SPLITS)
-
     def load(self, split: str) -> LoadReport:
         """``train`` (less the carved dev rows) or ``validation`` (the dev file, or the carved rows)."""
         if split not in SPLITS:

@@ -86,6 +86,7 @@ class TrainConfig:
     max_length: int = 128
     max_train_samples: int | None = None
     tune_fraction: float | None = None  # hold out this share of the training rows and score on it, not on dev
+    permute_vocabulary: int | None = None  # seed of a token-id permutation: a shifted domain (seed claim 3)
     loss: str = "ce"
     ce_weight: float = 0.1
     mixed_precision: str = "no"
@@ -244,17 +245,33 @@ def load_base_model(model_name: str, task: Task, pretrained: bool = True, trust_
     return model
 
 
-def tokenize(dataset, tokenizer, task: Task, max_length: int):
-    """Truncate to ``max_length`` (padding happens per batch in the collator).
+def vocabulary_permutation(tokenizer, seed: int) -> numpy.ndarray:
+    """A fixed random permutation of the token ids that leaves the special tokens in place: the text
+    keeps its structure, the pretrained lexicon becomes useless (a domain far from pretraining)."""
+    ids = numpy.arange(len(tokenizer))
+    movable = numpy.setdiff1d(ids, tokenizer.all_special_ids)
+    ids[movable] = numpy.random.default_rng(seed).permutation(movable)
+    return ids
+
+
+def tokenize(dataset, tokenizer, task: Task, max_length: int, permute_vocabulary: int | None = None):
+    """Truncate to ``max_length`` (padding happens per batch in the collator); with
+    ``permute_vocabulary`` (a seed), map every token id through ``vocabulary_permutation``.
 
     Cached in the datasets cache under a key of the rows' fingerprint (it follows their
-    content), the tokenizer and the length, so a rerun or a sweep tokenizes each split once.
+    content), the tokenizer, the length and the permutation, so a rerun or a sweep tokenizes
+    each split once.
     """
+    mapping = None if permute_vocabulary is None else vocabulary_permutation(tokenizer, permute_vocabulary)
+
     def encode(batch):
-        return tokenizer(*[batch[f] for f in task.text_fields], truncation=True, max_length=max_length)
+        encoded = tokenizer(*[batch[f] for f in task.text_fields], truncation=True, max_length=max_length)
+        if mapping is not None:
+            encoded["input_ids"] = [mapping[ids].tolist() for ids in encoded["input_ids"]]
+        return encoded
 
     key = Hasher.hash([dataset._fingerprint, type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer),
-                       max_length, task.text_fields])
+                       max_length, task.text_fields, permute_vocabulary])
     cache = Path(datasets.config.HF_DATASETS_CACHE) / "adaptkit-tokenized" / f"{task.name}-{key}.arrow"
     cache.parent.mkdir(parents=True, exist_ok=True)
     encoded = dataset.map(encode, batched=True, remove_columns=[*task.text_fields, "idx"],
@@ -321,7 +338,8 @@ class TrainingData:
 
 def eval_loader(data, tokenizer, task: Task, cfg: TrainConfig) -> DataLoader:
     """A split tokenized and batched in order, for evaluation or prediction."""
-    return make_loader(tokenize(data, tokenizer, task, cfg.max_length), tokenizer, cfg.eval_batch_size, shuffle=False)
+    return make_loader(tokenize(data, tokenizer, task, cfg.max_length, cfg.permute_vocabulary), tokenizer,
+                       cfg.eval_batch_size, shuffle=False)
 
 
 def load_training_data(cfg: TrainConfig, task: Task, accelerator: Accelerator) -> TrainingData:
@@ -340,7 +358,8 @@ def load_training_data(cfg: TrainConfig, task: Task, accelerator: Accelerator) -
         dev_data = {HELD_OUT: held_out}
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     with accelerator.main_process_first():
-        train_loader = make_loader(tokenize(train_data, tokenizer, task, cfg.max_length), tokenizer,
+        train_loader = make_loader(tokenize(train_data, tokenizer, task, cfg.max_length, cfg.permute_vocabulary),
+                                   tokenizer,
                                    cfg.batch_size, shuffle=True, seed=cfg.seed)
         dev_loaders = {s: eval_loader(d, tokenizer, task, cfg) for s, d in dev_data.items()}
     return TrainingData(train_loader, dev_loaders, len(train_data), {s: len(d) for s, d in dev_data.items()},

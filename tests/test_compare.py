@@ -115,3 +115,26 @@ def test_paired_bootstrap_sees_a_real_difference_and_not_a_null_one():
     assert regression.beyond_spread and regression.difference > 0.5
     with pytest.raises(ValueError, match="same examples"):
         paired_bootstrap(good, good[:, :10], labels, regression=False)
+
+
+def test_permuted_vocabulary_is_a_fixed_bijection_that_eval_reapplies(tiny_model_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from glue_tasks.train import vocabulary_permutation
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    mapping = vocabulary_permutation(tokenizer, 7)
+    assert sorted(mapping.tolist()) == list(range(len(tokenizer)))
+    assert all(mapping[i] == i for i in tokenizer.all_special_ids)
+    moved = numpy.setdiff1d(numpy.arange(len(tokenizer)), tokenizer.all_special_ids)
+    assert (mapping[moved] != moved).mean() > 0.99
+    assert (vocabulary_permutation(tokenizer, 7) == mapping).all() and (vocabulary_permutation(tokenizer, 8) != mapping).any()
+
+    data = write_rte(tmp_path / "glue")
+    out = tmp_path / "run"
+    assert main(["train", "--task", "rte", "--data-dir", str(data), "--model", str(tiny_model_dir), "--output-dir",
+                 str(out), "--epochs", "1", "--size", "8", "--permute-vocabulary", "7"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run-dir", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["dev"] == evaluated["recorded_dev"]
+    assert json.loads((out / "run_config.json").read_text())["permute_vocabulary"] == 7

@@ -55,25 +55,28 @@ def _write_readme_data(folder: Path) -> Path:
 
 def test_the_readme_shows_the_main_job_first_result_and_own_data():
     firsts = [[c.split()[1] for c in block] for block in GLUE_BLOCKS]
-    assert firsts == [["train"], ["train", "eval", "predict"], ["train", "eval", "predict"]]
+    assert firsts == [["train"], ["train", "eval", "predict"], ["train", "eval", "predict"], ["compare"]]
     assert any("--train-file" in line for block in GLUE_BLOCKS for line in block)
 
 
 @pytest.mark.parametrize("block", GLUE_BLOCKS, ids=lambda block: block[0].split("--output-dir")[-1].strip())
 def test_readme_commands_run_in_order(block, tiny_model_dir, tmp_path):
     """Each block's commands, with the documented substitution: a tiny model, tiny files for
-    ../shared/data/glue and the CSV files, and a short run (--max-train-samples 16 --epochs 1)."""
+    ../shared/data/glue and the CSV files, and a short run (--max-train-samples 16 --epochs 1; compare
+    with two methods)."""
     data = _write_readme_data(tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     for command in block:
         args = shlex.split(command.replace("../shared/data/glue", str(data)), comments=True)[1:]
-        if args[0] == "train":
+        if args[0] in ("train", "compare"):
             args += ["--model", str(tiny_model_dir), "--max-train-samples", "16", "--epochs", "1"]
+        if args[0] == "compare":
+            args += ["--methods", "scratch-small", "top-0"]
         done = subprocess.run([sys.executable, "-m", "glue_tasks", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (command, done.stderr[-2000:])
     outputs = {"runs/rte": "submission/RTE-validation.tsv", "runs/reviews": "predictions/new_reviews-predictions.tsv",
-               "runs/first": "runs/first/results.json"}
+               "runs/first": "runs/first/results.json", "runs/compare-sst2": "runs/compare-sst2/summary.md"}
     expected = next(path for run, path in outputs.items() if run in block[0])
     assert (tmp_path / expected).is_file()
 
