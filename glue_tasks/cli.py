@@ -210,6 +210,7 @@ def _compare_plan(args: argparse.Namespace):
         if base[name] is None:
             base[name] = preset.get(name, 128 if name == "max_length" else None)
     probe = TrainConfig(output_dir=args.output_dir, **base)  # checks the data and the flags before any run
+    base.update(labels=probe.labels, regression=probe.regression)  # read the training file once, not per run
     regression = probe.task_definition().is_regression
     losses = args.losses or preset.get("losses") or (["ce"] if regression else list(LOSSES))
     if regression and losses != ["ce"]:

@@ -3,10 +3,11 @@
 Two phases, both resumable through the ledger (``results.jsonl`` in the output directory):
 
 1. Learning rates: each method trains at its family's two candidate rates with the first seed,
-   on 90% of the training rows, and is scored on the held-out 10% (``--tune-fraction``); the
-   dev set is never looked at. The better rate is kept (cross-entropy picks it for every loss).
-2. The grid: methods × losses × seeds at the chosen rates, scored on the dev set, with each
-   run's per-example dev predictions kept for the paired test (``significance.py``).
+   on 90% of the training rows, and is scored on the held-out 10% (``train --tune-fraction``).
+   The better rate is kept (cross-entropy picks it for every loss).
+2. The grid: methods × losses × seeds at the chosen rates, each run keeping its last epoch (no
+   epoch is chosen on the dev set either), scored on the dev set, with its per-example
+   predictions kept for the paired test (``significance.py``).
 
 The report (``compare_report.py``) is printed and written as ``summary.md``, ``summary.json``
 and ``score_vs_params.png``.
@@ -15,17 +16,20 @@ and ``score_vs_params.png``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .choices import CANDIDATES, EXTRA_CANDIDATES
-from .ledger import append_line, read_lines
-from .methods import MethodSpec
+from .ledger import append_line, done_keys, read_lines
+from .methods import SMALL_SCRATCH, MethodSpec
 from .train import DivergenceError, TrainConfig, train
 
 BASELINE = "scratch-small"
@@ -56,7 +60,6 @@ class ComparePlan:
         for method in self.methods:
             self.lr_candidates.setdefault(method, known[method][1])
         self.work_dir = Path(self.work_dir or self.output_dir / "runs")
-        self.config(self.methods[0], self.losses[0], self.seeds[0], self.lr_candidates[self.methods[0]][0])  # checks
 
     @property
     def ledger(self) -> Path:
@@ -66,17 +69,43 @@ class ComparePlan:
         spec = MethodSpec.from_dict({**CANDIDATES, **EXTRA_CANDIDATES}[method][0])
         slug = f"{'tune-' if tune else ''}{method}-{loss}-lr{lr:g}-s{seed}".replace("+", "_")
         return TrainConfig(**self.base, output_dir=str(self.work_dir / slug), method=spec, loss=loss, seed=seed,
-                           lr=lr, tune_fraction=TUNE_FRACTION if tune else None, overwrite=True)
+                           lr=lr, tune_fraction=TUNE_FRACTION if tune else None, keep_last_epoch=not tune,
+                           overwrite=True)
+
+
+_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+             for f in dataclasses.fields(TrainConfig) if f.name != "output_dir"}
+_RUN_ONLY = ("output_dir", "overwrite", "resume", "save_every", "save_full")
 
 
 def run_key(cfg: TrainConfig) -> str:
-    """A run's identity in the ledger: its settings, with paths reduced to their names (a ledger
-    committed on one machine resumes on another)."""
-    identity = {k: v for k, v in cfg.identity().items() if k != "output_dir"}
-    for name in ("model", "data_dir", "train_file", "dev_file"):
-        if identity.get(name):
-            identity[name] = Path(identity[name]).name
+    """A run's identity in the ledger: the settings that differ from TrainConfig's defaults (a setting
+    added later leaves old keys valid), the method's own fields, and the data and model by content
+    (a ledger committed on one machine resumes on another; an edited file does not reuse old runs)."""
+    identity = {k: v for k, v in cfg.identity().items() if k not in _RUN_ONLY and v != _DEFAULTS.get(k)}
+    identity["method"] = cfg.method.relevant() | ({"shape": SMALL_SCRATCH} if cfg.method.name == BASELINE else {})
+    task = cfg.task_definition()
+    for name, path in (("model", cfg.model), ("train_file", cfg.train_file), ("dev_file", cfg.dev_file),
+                       ("data_dir", cfg.data_dir and str(Path(cfg.data_dir) / task.dir_name))):
+        if path:
+            identity[name] = content_id(path)
     return json.dumps(identity, sort_keys=True)
+
+
+@lru_cache(maxsize=None)
+def content_id(path: str) -> str:
+    """What a path holds, as 16 hex digits of sha256 over its files' names, sizes and bytes (only the
+    first 16 MiB of a larger file, such as a model's weights); a Hub id stays as it is."""
+    target = Path(path)
+    if not target.exists():
+        return path
+    digest = hashlib.sha256()
+    for file in sorted(target.rglob("*")) if target.is_dir() else [target]:
+        if file.is_file():
+            digest.update(f"{file.relative_to(target) if target.is_dir() else ''}:{file.stat().st_size}".encode())
+            with file.open("rb") as handle:
+                digest.update(handle.read(16 << 20))
+    return digest.hexdigest()[:16]
 
 
 def run_compare(plan: ComparePlan) -> dict:
@@ -86,25 +115,26 @@ def run_compare(plan: ComparePlan) -> dict:
     lines = _run_phase(plan, "tune", [(m, "ce", plan.seeds[0], lr, True) for m in plan.methods
                                       for lr in plan.lr_candidates[m]])
     chosen = choose_lrs(plan, lines)
-    _run_phase(plan, "grid", [(m, loss, seed, chosen[m], False) for m in plan.methods for loss in plan.losses
-                              for seed in plan.seeds])
+    _run_phase(plan, "grid", [(m, loss, seed, chosen[m], False) for m in plan.methods if chosen[m] is not None
+                              for loss in plan.losses for seed in plan.seeds])
     return write_report(plan, read_lines(plan.ledger), chosen)
 
 
-def choose_lrs(plan: ComparePlan, lines: list[dict]) -> dict[str, float]:
-    """Per method, the candidate rate with the best held-out score (the first on a tie or a failure)."""
-    scores = {line["key"]: line for line in lines}
+def choose_lrs(plan: ComparePlan, lines: list[dict]) -> dict[str, float | None]:
+    """Per method, the candidate rate with the best held-out score (the first on a tie); None when
+    every candidate diverged, and the method is left out of the grid."""
+    scores = {line["key"]: line.get("score") for line in lines}
     chosen = {}
     for method in plan.methods:
-        tried = [(scores[run_key(plan.config(method, "ce", plan.seeds[0], lr, True))].get("score"), -i, lr)
+        tried = [(scores.get(run_key(plan.config(method, "ce", plan.seeds[0], lr, True))), -i, lr)
                  for i, lr in enumerate(plan.lr_candidates[method])]
         scored = [t for t in tried if t[0] is not None]
-        chosen[method] = max(scored)[2] if scored else plan.lr_candidates[method][0]
+        chosen[method] = max(scored)[2] if scored else None
     return chosen
 
 
 def _run_phase(plan: ComparePlan, phase: str, runs: list[tuple]) -> list[dict]:
-    done = {line["key"] for line in read_lines(plan.ledger)}
+    done = done_keys(plan.ledger)
     todo = [(run, plan.config(*run)) for run in runs]
     pending = [(run, cfg) for run, cfg in todo if run_key(cfg) not in done]
     title = {"tune": "learning-rate choice (held-out 10% of train)", "grid": "methods × losses × seeds (dev)"}[phase]
@@ -120,7 +150,8 @@ def _run_phase(plan: ComparePlan, phase: str, runs: list[tuple]) -> list[dict]:
 
 
 def _train_quietly(cfg: TrainConfig) -> dict:
-    """One run with its output in ``train.log`` in its folder; a diverging run is recorded as failed."""
+    """One run with its output in ``train.log`` in its folder. A diverging run is recorded as failed
+    (and not retried: delete its line from the ledger to try again)."""
     started = time.perf_counter()
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(cfg.output_dir) / "train.log", "w", encoding="utf-8") as log, \

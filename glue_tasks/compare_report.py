@@ -17,11 +17,14 @@ from .machine import machine_info
 from .significance import ALPHA, RESAMPLES, paired_bootstrap
 
 
-def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float]) -> dict:
+def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float | None]) -> dict:
     """Summarise the ledger's grid runs; print the table, write summary.md/json and the plot."""
     by_key = {line["key"]: line for line in lines}
     cells, missing, failed = [], [], []
     for method in plan.methods:
+        if chosen[method] is None:
+            failed.append(f"{method}: every candidate learning rate diverged, so it was left out")
+            continue
         for loss in plan.losses:
             runs = []
             for seed in plan.seeds:
@@ -36,25 +39,27 @@ def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float])
                 cells.append(_cell(method, loss, chosen[method], runs))
     if not cells:
         raise ValueError(f"no finished runs in {plan.ledger}")
-    regression = cells[0]["labels"] is None
-    baseline = next((c for c in cells if c["method"] == BASELINE and c["loss"] == "ce"), None)
+    metric = plan.config(plan.methods[0], "ce", plan.seeds[0], 1.0).task_definition().metric
     for cell in cells:
-        cell["versus_scratch"] = None if baseline is None or cell is baseline else \
-            _paired(cell, baseline, regression)
-        cell["negative_transfer"] = baseline is not None and cell["method"] != BASELINE and \
-            cell["mean"] < baseline["mean"]
+        # Like with like: a method trained with a loss against scratch-small trained with the same loss.
+        baseline = next((c for c in cells if c["method"] == BASELINE and c["loss"] == cell["loss"]), None)
+        cell["versus_scratch"] = None if baseline is None or baseline is cell else _paired(cell, baseline, metric)
+        versus = cell["versus_scratch"]
+        cell["transfer"] = ("baseline" if cell["method"] == BASELINE else "unknown" if versus is None
+                            else "negative" if versus["high"] < 0 else "positive" if versus["low"] > 0
+                            else "within the spread")
     ranked = sorted(cells, key=lambda c: -c["mean"])
     verdict = None
     if len(ranked) > 1:
         verdict = {"winner": ranked[0]["name"], "runner_up": ranked[1]["name"],
-                   **_paired(ranked[0], ranked[1], regression)}
-    tuning = _tuning(plan, by_key, chosen)
+                   **_paired(ranked[0], ranked[1], metric)}
     summary = {
-        "task": cells[0]["task"], "settings": {k: v for k, v in plan.base.items() if k != "model"} | {
-            "model": plan.base.get("model"), "methods": plan.methods, "losses": plan.losses, "seeds": plan.seeds},
+        "task": cells[0]["task"], "metric": metric,
+        "settings": {k: v for k, v in plan.base.items() if v is not None} | {
+            "methods": plan.methods, "losses": plan.losses, "seeds": plan.seeds},
         "cells": [{k: v for k, v in c.items() if k not in ("predictions", "labels_per_example")} for c in ranked],
-        "winner_vs_runner_up": verdict, "learning_rates": tuning, "missing": missing, "failed": failed,
-        "run_seconds": round(sum(line.get("seconds", 0) for line in lines), 1),
+        "winner_vs_runner_up": verdict, "learning_rates": _tuning(plan, by_key, chosen), "missing": missing,
+        "failed": failed, "run_seconds": round(sum(line.get("seconds", 0) for line in lines), 1),
         "test": {"resamples": RESAMPLES, "alpha": ALPHA}, "machine": machine_info(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -67,21 +72,26 @@ def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float])
 
 
 def _cell(method: str, loss: str, lr: float, runs: list[dict]) -> dict:
+    """One method and loss over its seeds; the dev splits' predictions pooled (MNLI has two)."""
     scores = numpy.array([run["score"] for run in runs])
-    split = next(iter(runs[0]["dev_predictions"]))  # the first dev split (MNLI: matched)
+    splits = sorted(runs[0]["dev_predictions"])
     return {
         "name": method if loss == "ce" else f"{method} + {loss}", "method": method, "loss": loss, "lr": lr,
-        "task": runs[0]["task"], "labels": runs[0]["labels"], "seeds": [run["seed"] for run in runs],
-        "scores": scores.tolist(), "mean": float(scores.mean()), "std": float(scores.std(ddof=1)) if len(runs) > 1 else 0.0,
+        "task": runs[0]["task"], "seeds": [run["seed"] for run in runs], "scores": scores.tolist(),
+        "mean": float(scores.mean()), "std": float(scores.std(ddof=1)) if len(runs) > 1 else 0.0,
         "trainable": runs[0]["parameters"]["trainable"], "total": runs[0]["parameters"]["total"],
         "seconds": float(numpy.mean([run["seconds"] for run in runs])),
-        "predictions": numpy.array([run["dev_predictions"][split]["prediction"] for run in runs]),
-        "labels_per_example": numpy.array(runs[0]["dev_predictions"][split]["label"]),
+        "predictions": numpy.array([sum((run["dev_predictions"][s]["prediction"] for s in splits), [])
+                                    for run in runs]),
+        "labels_per_example": numpy.array(sum((runs[0]["dev_predictions"][s]["label"] for s in splits), [])),
     }
 
 
-def _paired(a: dict, b: dict, regression: bool) -> dict:
-    return paired_bootstrap(a["predictions"], b["predictions"], a["labels_per_example"], regression).to_dict()
+def _paired(a: dict, b: dict, metric: str) -> dict:
+    if not numpy.array_equal(a["labels_per_example"], b["labels_per_example"]):
+        raise ValueError(f"{a['name']} and {b['name']} were scored on different dev examples; a paired test "
+                         "needs the same ones (was the dev file changed between runs?)")
+    return paired_bootstrap(a["predictions"], b["predictions"], a["labels_per_example"], metric).to_dict()
 
 
 def _tuning(plan: ComparePlan, by_key: dict, chosen: dict[str, float]) -> dict:
@@ -106,32 +116,35 @@ def summary_markdown(summary: dict) -> str:
              f"{settings.get('max_train_samples') or 'all'} training examples, max length {settings['max_length']}, "
              f"{settings['epochs']} epochs at batch {settings['batch_size']}, seeds {settings['seeds']}; "
              f"model {settings['model']}. Learning rates chosen per method on a held-out {TUNE_FRACTION:.0%} of "
-             "the training rows (never the dev set). Scores ×100 on the dev set, mean ± std over seeds.", "",
+             "the training rows, and each run keeps its last epoch: nothing is chosen on the dev set. Task score "
+             f"({summary['metric']}) ×100 on the dev set, mean ± std over seeds.", "",
              "| method | lr | trainable params | dev score | vs scratch-small (95% interval) | run time |",
              "|---|---:|---:|---:|---:|---:|"]
     for cell in cells:
         versus = cell["versus_scratch"]
         gain = "–" if versus is None else (
             f"{100 * versus['difference']:+.1f} [{100 * versus['low']:+.1f}, {100 * versus['high']:+.1f}]"
-            + (" **negative transfer**" if cell["negative_transfer"] else ""))
+            + (" **negative transfer**" if cell["transfer"] == "negative" else ""))
         lines.append(f"| {cell['name']} | {cell['lr']:g} | {cell['trainable']:,} ({100 * cell['trainable'] / cell['total']:.2f}%) "
                      f"| {_pct(cell['mean'])} ± {_pct(cell['std'])} | {gain} | {cell['seconds']:.0f} s |")
     lines.append("")
     if verdict:
         beyond = "beyond the spread" if verdict["beyond_spread"] else "not distinguishable from chance"
         lines.append(f"**Winner: {verdict['winner']}**, ahead of {verdict['runner_up']} by "
-                     f"{100 * verdict['difference']:+.1f} points [{100 * verdict['low']:+.1f}, "
-                     f"{100 * verdict['high']:+.1f}] (paired bootstrap over {verdict['examples']} dev examples, "
-                     f"{verdict['resamples']:,} resamples, 95% interval; p = {verdict['p_value']:.3f}): {beyond}. "
-                     f"Statistic: {verdict['statistic']}.")
-    negative = [c["name"] for c in cells if c["negative_transfer"]]
-    lines += ["", "Negative transfer (the small from-scratch model scores higher): "
-              + (", ".join(negative) if negative else "none") + "."]
+                     f"{100 * verdict['difference']:.1f} points, 95% interval [{100 * verdict['low']:+.1f}, "
+                     f"{100 * verdict['high']:+.1f}] (paired bootstrap of the task score over the "
+                     f"{verdict['examples']} dev examples, {verdict['resamples']:,} resamples; p = "
+                     f"{verdict['p_value']:.2g}): {beyond}. The interval covers the choice of examples, not "
+                     "of seeds: read it beside the seeds' spread.")
+    by_transfer = {kind: [c["name"] for c in cells if c["transfer"] == kind]
+                   for kind in ("negative", "within the spread", "positive", "unknown")}
+    lines += ["", "Transfer against scratch-small trained with the same loss (paired bootstrap, 95%): "
+              + "; ".join(f"{kind}: {', '.join(names)}" for kind, names in by_transfer.items() if names) + "."]
     lines += ["", "Learning rates (held-out score ×100 per candidate; chosen in bold):", ""]
     for method, entry in summary["learning_rates"].items():
         tried = ", ".join(("**" if float(lr) == entry["chosen"] else "") + f"{lr}: "
-                          + ("–" if score is None else _pct(score)) + ("**" if float(lr) == entry["chosen"] else "")
-                          for lr, score in entry["tried"].items())
+                          + ("diverged" if score is None else _pct(score))
+                          + ("**" if float(lr) == entry["chosen"] else "") for lr, score in entry["tried"].items())
         lines.append(f"- {method}: {tried}")
     if summary["missing"] or summary["failed"]:
         lines += ["", f"Missing runs ({len(summary['missing'])}): " + "; ".join(summary["missing"]),

@@ -102,11 +102,13 @@ def label_parser(task: Task, spellings: tuple[str, ...] | None, allow_missing: b
         low, high = task.score_range or (-math.inf, math.inf)
 
         def parse_score(raw: object) -> float:
+            if is_missing(raw):
+                raise BadRow("no label (empty)")
             try:
                 score = float(raw)
             except (TypeError, ValueError):
                 score = math.nan
-            if low <= score <= high or (allow_missing and score == -1):
+            if (math.isfinite(score) and low <= score <= high) or (allow_missing and score == -1):
                 return score
             where = f"a number in [{low:g}, {high:g}]" if task.score_range else "a finite number"
             raise BadRow(f"score {str(raw)!r} is not {where}")
@@ -118,12 +120,23 @@ def label_parser(task: Task, spellings: tuple[str, ...] | None, allow_missing: b
         ids["-1"] = -1
 
     def parse_class(raw: object) -> int:
+        if is_missing(raw):
+            raise BadRow("no label (empty)")
         try:
             return ids[label_text(raw)]
         except KeyError:
             raise BadRow(f"label {label_text(raw)!r} is not one of {', '.join(spellings)}") from None
 
     return parse_class
+
+
+#: How files write a missing value: these labels are missing, never a class of their own.
+MISSING = ("", "nan", "na", "n/a", "null", "none")
+
+
+def is_missing(raw: object) -> bool:
+    return raw is None or (isinstance(raw, float) and math.isnan(raw)) or \
+        (isinstance(raw, str) and raw.strip().lower() in MISSING)
 
 
 def label_text(raw: object) -> str:
@@ -174,7 +187,8 @@ def collect_rows(task: Task, file: RecordFile, text_columns: tuple[str, ...], la
 
 def _value(values: dict, column: str) -> object:
     if column not in values:
-        raise BadRow(f"no {column!r} value")
+        raise BadRow(f"no {column!r} value (this row has {', '.join(map(repr, values)) or 'nothing'}; "
+                     "--text-columns and --label-column name the columns to use)")
     return values[column]
 
 
@@ -209,7 +223,10 @@ def carve(dataset: datasets.Dataset, fraction: float, stratify: bool,
     labels = numpy.asarray(dataset["label"])
     groups = [numpy.flatnonzero(labels == value) for value in numpy.unique(labels)] if stratify else \
         [numpy.arange(len(labels))]
-    carved = numpy.sort(numpy.concatenate([rng.permutation(rows)[:round(fraction * len(rows))] for rows in groups]))
+    # Every class with 2 rows or more gives at least one, so none is missing from a small held-out set.
+    counts = [max(1, round(fraction * len(rows))) if stratify and len(rows) > 1 else round(fraction * len(rows))
+              for rows in groups]
+    carved = numpy.sort(numpy.concatenate([rng.permutation(rows)[:count] for rows, count in zip(groups, counts)]))
     rest = numpy.setdiff1d(numpy.arange(len(labels)), carved)
     if len(carved) == 0 or len(rest) == 0:
         raise DataError(f"{len(labels)} rows are too few to hold out {fraction:g} of them; use more rows or "

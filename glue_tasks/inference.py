@@ -46,9 +46,12 @@ class LoadedRun:
         return self.accelerator.prepare(eval_loader(data, self.tokenizer, self.task, self.cfg))
 
 
-def read_run_config(run_dir: Path, data_dir: str | None = None) -> TrainConfig:
-    """The saved run's configuration; ``data_dir`` replaces a GLUE run's data folder."""
+def read_run_config(run_dir: Path, data_dir: str | None = None, model: str | None = None) -> TrainConfig:
+    """The saved run's configuration; ``data_dir`` replaces a GLUE run's data folder, ``model`` the base
+    model (the same weights elsewhere: the adapter's fingerprint check still applies)."""
     saved = read_json(run_dir / RUN_CONFIG)
+    if model is not None:
+        saved["model"] = model
     if data_dir is not None:
         if saved.get("train_file"):
             raise RunError(f"{run_dir} was trained on your own data ({saved['train_file']}); --data-dir is for GLUE "
@@ -57,7 +60,7 @@ def read_run_config(run_dir: Path, data_dir: str | None = None) -> TrainConfig:
     return TrainConfig(**{**saved, "overwrite": True})
 
 
-def load_run(run_dir: Path, cfg: TrainConfig, model: str | None = None) -> LoadedRun:
+def load_run(run_dir: Path, cfg: TrainConfig) -> LoadedRun:
     """Rebuild the run's trained model (base + saved checkpoint, or the whole saved model) on its device."""
     task = cfg.task_definition()
     method = cfg.method.name
@@ -68,7 +71,7 @@ def load_run(run_dir: Path, cfg: TrainConfig, model: str | None = None) -> Loade
         trained = load_base_model(str(path), task, trust_remote_code=cfg.trust_remote_code,
                                   announce_new_head=False)
     else:
-        base = load_base_model(model or cfg.model, task, trust_remote_code=cfg.trust_remote_code,
+        base = load_base_model(cfg.model, task, trust_remote_code=cfg.trust_remote_code,
                                announce_new_head=False)
         trained = restore_trained(base, method, run_dir)
     accelerator = make_accelerator(cfg.cpu)
@@ -80,10 +83,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | None = None, model: str | 
     """Dev scores of a saved run, beside those recorded at training time. The data is read
     before the model loads, so a missing file costs no model load."""
     run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir, data_dir)
+    cfg = read_run_config(run_dir, data_dir, model)
     source = cfg.data_source()
     splits = {split: source.load(split).dataset for split in source.task.dev_splits}
-    run = load_run(run_dir, cfg, model)
+    run = load_run(run_dir, cfg)
     dev, _ = evaluate_splits(run.model, {s: run.loader(d) for s, d in splits.items()}, run.task, run.accelerator)
     recorded = read_json(run_dir / RESULTS)
     return {"task": run.task.name, "dev": dev, "score": task_score(run.task, dev),
@@ -98,7 +101,7 @@ def predict_run(run_dir: str | Path, output: str | Path, data_dir: str | None = 
     dev split(s) (``<TASK>-<split>.tsv``), saying so. Own data: ``input_file`` (labels not
     needed) or else the dev split. The data is checked before any model loads."""
     run_dir, output = Path(run_dir), Path(output)
-    cfg = read_run_config(run_dir, data_dir)
+    cfg = read_run_config(run_dir, data_dir, model)
     source = cfg.data_source()
     task = source.task
     if task.is_glue:
@@ -113,7 +116,7 @@ def predict_run(run_dir: str | Path, output: str | Path, data_dir: str | None = 
     else:
         print(f"no --input file: predicting the dev split of {task.name}", file=sys.stderr)
         named = {f"{task.name}-validation-predictions": source.load("validation").dataset}
-    run = load_run(run_dir, cfg, model)
+    run = load_run(run_dir, cfg)
     written = []
     for name, data in named.items():
         logits, _ = predict_logits(run.model, run.loader(data), run.accelerator, f"predict {name}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy
 
+from .data import HELD_OUT
 from .tasks import Task, get_task
 
 _METRIC_SCRIPT = Path(__file__).with_name("glue_metric.py")
@@ -56,7 +57,7 @@ def task_score(task: Task | str, metrics: Mapping[str, float] | Mapping[str, Map
     """
     task = get_task(task)
     if metrics and all(isinstance(value, Mapping) for value in metrics.values()):
-        unknown = set(metrics) - set(task.dev_splits) - {"held_out"}
+        unknown = set(metrics) - set(task.dev_splits) - {HELD_OUT}
         if unknown:
             raise ValueError(
                 f"{task.name} has no split {', '.join(sorted(unknown))}; its dev splits: {', '.join(task.dev_splits)}"

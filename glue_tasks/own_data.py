@@ -11,14 +11,18 @@ GLUE's, with the same bad-row handling and errors naming file and line.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy
 
-from .data import BadRow, LoadReport, carve, collect_rows, label_parser, label_text
+from .data import BadRow, LoadReport, carve, collect_rows, is_missing, label_parser, label_text
 from .records import DataError, file_format, open_records
 from .tasks import Task, own_task
+
+#: More integer classes than this earn a hint that the labels may be a quantity (--regression).
+MANY_CLASSES = 50
 
 #: The split names of an own-data task: a test split exists only when a file is given to predict.
 SPLITS = ("train", "validation")
@@ -35,10 +39,12 @@ def read_labels(train_file: Path, label_column: str) -> tuple[str, ...] | None:
     Rows that cannot be read are left to the loader, which reports or skips them."""
     file = open_records(train_file, file_format(train_file))
     file.require((label_column,))
-    labels = {}  # label text -> where first seen
+    labels = {}  # label text -> where first seen; missing values are the loader's to report
     for record in file.records:
-        if record.values is not None and record.values.get(label_column) is not None:
-            labels.setdefault(label_text(record.values[label_column]), record.where)
+        if record.values is not None and not is_missing(record.values.get(label_column)):
+            text = label_text(record.values[label_column])
+            if _number(text) is not None or text.lower() not in ("inf", "-inf", "+inf", "infinity", "-infinity"):
+                labels.setdefault(text, record.where)
     if not labels:
         raise DataError(f"{train_file}: no row has a {label_column!r} value; pass --label-column with the "
                         "column that holds the labels")
@@ -49,6 +55,9 @@ def read_labels(train_file: Path, label_column: str) -> tuple[str, ...] | None:
     if len(labels) < 2:
         raise DataError(f"{train_file}: every row has the label {next(iter(labels))!r}; classification needs "
                         "at least two classes (for a numeric target pass --regression)")
+    if numeric and len(labels) > MANY_CLASSES:
+        print(f"{train_file}: {len(labels)} integer labels make {len(labels)} classes; if they are quantities "
+              "(a count, a rating scale), pass --regression", file=sys.stderr)
     return tuple(sorted(labels, key=numbers.get) if numeric else sorted(labels))
 
 

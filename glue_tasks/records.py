@@ -135,40 +135,49 @@ def _glue_tsv(path: Path, headerless_columns: tuple[str, ...] | None) -> RecordF
 
 
 def _csv(path: Path, delimiter: str) -> RecordFile:
-    """CSV/TSV with quoting; bytes that are not UTF-8 cost their row (kept as surrogates, then refused)."""
+    """CSV/TSV with quoting; bytes that are not UTF-8 cost their row (kept as surrogates, then refused).
+
+    A quoted field that never closes would swallow the rest of the file as one row; that is
+    refused as a whole, with or without skipping bad rows, naming the line where it starts."""
     csv.field_size_limit(sys.maxsize)
-    file = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
-    reader = csv.reader(file, delimiter=delimiter)
-    try:
-        header = next(reader, None)
-    except csv.Error as error:
-        file.close()
-        raise DataError(f"{path} line 1: {error}") from None
-    if not header:
-        file.close()
-        raise DataError(f"{path} line 1: the file is empty, expected a header line naming the columns")
-    if _has_bad_bytes(header):
-        file.close()
-        raise DataError(f"{path} line 1: invalid UTF-8 in the header")
-    columns = tuple(name.strip() for name in header)
     kind = "comma" if delimiter == "," else "tab"
 
+    def reader(file):
+        return csv.reader(file, delimiter=delimiter)
+
+    with _open_text(path) as file:
+        rows = reader(file)
+        try:
+            header = next(rows, None)
+        except csv.Error as error:
+            raise DataError(f"{path} line 1: {error}") from None
+    if not header:
+        raise DataError(f"{path} line 1: the file is empty, expected a header line naming the columns")
+    if _bad_byte(header):
+        raise DataError(f"{path} line 1: {_bad_byte(header)}")
+    columns = tuple(name.strip() for name in header)
+
     def records() -> Iterator[Record]:
-        with file:
-            position, line = 0, reader.line_num + 1
+        with _open_text(path) as file:
+            rows = reader(file)
+            next(rows)
+            position, start = 0, rows.line_num + 1
             while True:
                 try:
-                    fields = next(reader)
+                    fields = next(rows)
                 except StopIteration:
                     break
                 except csv.Error as error:
-                    yield Record(f"line {line}", position, None, f"unreadable ({error})")
-                    break
-                where, line = f"line {line}", reader.line_num + 1
+                    raise DataError(f"{path} line {start}: unreadable ({error})") from None
+                first, last, start = start, rows.line_num, rows.line_num + 1
+                where = f"line {first}"
                 if not fields:
                     continue  # a blank line
-                if _has_bad_bytes(fields):
-                    yield Record(where, position, None, "invalid UTF-8")
+                if len(fields) != len(columns) and last > first:
+                    raise DataError(f"{path} {where}: a quoted field opened here runs to line {last} (an unbalanced "
+                                    f"quote character?); fix the quoting, or save the file as TSV without quotes")
+                if _bad_byte(fields):
+                    yield Record(where, position, None, _bad_byte(fields))
                 elif len(fields) != len(columns):
                     yield Record(where, position, None, f"expected {len(columns)} {kind}-separated fields "
                                                         f"({', '.join(columns)}), found {len(fields)}")
@@ -181,8 +190,18 @@ def _csv(path: Path, delimiter: str) -> RecordFile:
     return RecordFile(path, columns, records())
 
 
-def _has_bad_bytes(fields: list[str]) -> bool:
-    return any("\udc80" <= char <= "\udcff" for field in fields for char in field)
+def _open_text(path: Path):
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _bad_byte(fields: list[str]) -> str | None:
+    """Why a row is not UTF-8 text, or None: undecodable bytes were kept as surrogates."""
+    for field in fields:
+        for char in field:
+            if "\udc80" <= char <= "\udcff":
+                return (f"invalid UTF-8 (byte 0x{ord(char) - 0xdc00:02x}); save the file as UTF-8 "
+                        "(in a spreadsheet: CSV UTF-8)")
+    return None
 
 
 def _jsonl(path: Path) -> Iterator[Record]:
@@ -192,7 +211,7 @@ def _jsonl(path: Path) -> Iterator[Record]:
             continue
         where = f"line {number}"
         try:
-            values = json.loads(_decode(line))
+            values = json.loads(_decode(line).removeprefix("\ufeff") if number == 1 else _decode(line))
         except ValueError as reason:
             yield Record(where, position, None, f"not a JSON object ({reason})")
         else:

@@ -2,7 +2,8 @@
 
 A task says what the model reads (text fields), what it predicts (label names, or a score)
 and how it is scored (a metric kind). Where the rows come from is the data source's job
-(``sources.py``), so GLUE tasks and a user's files go through the same loaders and trainer.
+(``data.GlueData``, ``own_data.OwnData``), so GLUE tasks and a user's files go through the same
+loaders and trainer.
 
 GLUE label ids follow the Hugging Face ``nyu-mll/glue`` dataset, so models trained on local
 TSV files and on the Hub data agree on what each id means.

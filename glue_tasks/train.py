@@ -87,6 +87,7 @@ class TrainConfig:
     max_train_samples: int | None = None
     tune_fraction: float | None = None  # hold out this share of the training rows and score on it, not on dev
     permute_vocabulary: int | None = None  # seed of a token-id permutation: a shifted domain (seed claim 3)
+    keep_last_epoch: bool = False  # keep the last epoch, not the best on dev: no choice is made on the dev set
     loss: str = "ce"
     ce_weight: float = 0.1
     mixed_precision: str = "no"
@@ -477,11 +478,11 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
         record = {"epoch": epoch, "train_loss": float(numpy.mean(progress.epoch_losses)), "dev": dev,
                   "score": task_score(task, dev), "seconds": round(time.perf_counter() - epoch_start, 2)}
         progress.history.append(record)
-        improved = progress.best is None or record["score"] > progress.best["score"]
+        improved = cfg.keep_last_epoch or progress.best is None or record["score"] > progress.best["score"]
         if improved:
             progress.best, best_state = {**record, "predictions": predictions}, _snapshot(accelerator.unwrap_model(model))
         log(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  {_format_metrics(dev)}"
-            f"{'  (best)' if improved else ''}  {record['seconds']:.0f}s")
+            f"{('  (kept)' if cfg.keep_last_epoch else '  (best)') if improved else ''}  {record['seconds']:.0f}s")
         progress.epoch, progress.batch, progress.epoch_losses = epoch + 1, 0, []
         save_state()
     best = progress.best

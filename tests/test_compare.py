@@ -52,15 +52,25 @@ def test_compare_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     cells = {cell["name"]: cell for cell in summary["cells"]}
     assert set(cells) == {f"{m}{s}" for m in ("scratch-small", "top-0", "adapter-houlsby-8")
                           for s in ("", " + cosine")}
-    baseline = cells["scratch-small"]
     for name, cell in cells.items():
         assert len(cell["scores"]) == 2 and cell["mean"] == pytest.approx(numpy.mean(cell["scores"]))
-        assert cell["negative_transfer"] == (not name.startswith("scratch-small") and cell["mean"] < baseline["mean"])
+        versus = cell["versus_scratch"]
+        if name.startswith("scratch-small"):
+            assert versus is None and cell["transfer"] == "baseline"
+        else:  # against scratch-small with the same loss, judged by the interval
+            baseline = cells["scratch-small" + name[len(cell["method"]):]]
+            assert versus["difference"] == pytest.approx(cell["mean"] - baseline["mean"])
+            assert cell["transfer"] == ("negative" if versus["high"] < 0 else "positive" if versus["low"] > 0
+                                        else "within the spread")
+    assert all(line["best_epoch"] == 1 for line in grid)  # the last epoch is kept: no choice on dev
     verdict = summary["winner_vs_runner_up"]
     ranked = sorted(cells.values(), key=lambda c: -c["mean"])
     assert verdict["winner"] == ranked[0]["name"] and verdict["runner_up"] == ranked[1]["name"]
     assert verdict["low"] <= verdict["difference"] <= verdict["high"] and verdict["resamples"] == 10_000
     assert (out / "summary.md").is_file() and (out / "score_vs_params.png").stat().st_size > 1000
+    moved = tmp_path / "elsewhere.csv"  # the ledger follows the data's content, not its path
+    (tmp_path / "reviews.csv").rename(moved)
+    args[args.index(str(tmp_path / "reviews.csv"))] = str(moved)
 
     assert main(args) == 0  # everything is in the ledger: nothing runs again
     assert len(read_lines(out / "results.jsonl")) == 18
@@ -103,18 +113,36 @@ def test_paired_bootstrap_sees_a_real_difference_and_not_a_null_one():
     labels = rng.integers(0, 2, 400)
     good = numpy.where(rng.random((3, 400)) < 0.9, labels, 1 - labels)
     coin = rng.integers(0, 2, (3, 400))
-    better = paired_bootstrap(good, coin, labels, regression=False)
-    assert better.beyond_spread and better.low > 0.2 and better.p_value < 0.001
-    same = paired_bootstrap(good, good, labels, regression=False)
+    better = paired_bootstrap(good, coin, labels, "accuracy")
+    assert better.beyond_spread and better.low > 0.2 and better.p_value == pytest.approx(2 / 10_001)
+    same = paired_bootstrap(good, good, labels, "accuracy")
     assert (same.difference, same.low, same.high, same.beyond_spread) == (0.0, 0.0, 0.0, False)
-    noise = paired_bootstrap(coin, rng.integers(0, 2, (3, 400)), labels, regression=False)
+    noise = paired_bootstrap(coin, rng.integers(0, 2, (3, 400)), labels, "accuracy")
     assert noise.low < 0 < noise.high or abs(noise.difference) < 0.06
-    scores = rng.uniform(0, 5, 300)
-    regression = paired_bootstrap(scores + rng.normal(0, 0.5, (2, 300)), rng.uniform(0, 5, (2, 300)), scores,
-                                  regression=True, resamples=2000)
-    assert regression.beyond_spread and regression.difference > 0.5
     with pytest.raises(ValueError, match="same examples"):
-        paired_bootstrap(good, good[:, :10], labels, regression=False)
+        paired_bootstrap(good, good[:, :10], labels, "accuracy")
+
+
+@pytest.mark.parametrize("task_name, metric, classes", [
+    ("rte", "accuracy", 2), ("mrpc", "f1_accuracy", 2), ("cola", "matthews", 2), ("stsb", "correlation", None),
+    (None, "macro_f1", 3), (None, "matthews", 3)])
+def test_bootstrap_difference_is_the_tables_difference_of_task_scores(task_name, metric, classes):
+    """The test statistic is the report's: the task's own metric per seed, averaged over seeds."""
+    from glue_tasks.metrics import compute_metrics, task_score
+    from glue_tasks.tasks import TASKS, own_task
+    task = TASKS[task_name] if task_name else own_task("x", ("t",), ("a", "b", "c"), metric)
+    rng = numpy.random.default_rng(1)
+    if classes is None:
+        labels = rng.uniform(0, 5, 200)
+        a, b = labels + rng.normal(0, 1, (3, 200)), labels + rng.normal(0, 2, (3, 200))
+    else:
+        labels = rng.integers(0, classes, 200)
+        a = numpy.where(rng.random((3, 200)) < 0.8, labels, (labels + 1) % classes)
+        b = numpy.where(rng.random((3, 200)) < 0.6, labels, (labels + 1) % classes)
+    table = [numpy.mean([task_score(task, compute_metrics(task, p, labels)) for p in side]) for side in (a, b)]
+    result = paired_bootstrap(a, b, labels, task.metric, resamples=500)
+    assert result.difference == pytest.approx(table[0] - table[1], abs=1e-9)
+    assert result.low < result.difference < result.high
 
 
 def test_permuted_vocabulary_is_a_fixed_bijection_that_eval_reapplies(tiny_model_dir, tmp_path, capsys):

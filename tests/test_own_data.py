@@ -215,3 +215,73 @@ def test_glue_flags_and_own_data_flags_do_not_mix(tmp_path, capsys):
     assert "--task (a GLUE task) or --train-file (your own data)" in capsys.readouterr().err
     assert main(["train", "--train-file", str(tmp_path / "data.xlsx"), "--output-dir", str(tmp_path / "x")]) == 2
     assert "unknown file type '.xlsx'" in capsys.readouterr().err
+
+
+def test_missing_labels_are_never_a_class(tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("text,label\na,1\nb,0\nc,\nd,NaN\ne,1\n")
+    assert read_labels(path, "label") == ("0", "1")
+    source = OwnData(own_task("gaps", ("text",), ("0", "1")), str(path), "label", dev_file=str(path))
+    with pytest.raises(ValueError, match="gaps.csv line 4: no label"):
+        source.load("validation")
+    assert OwnData(source.task, str(path), "label", dev_file=str(path), skip_bad_rows=True).load(
+        "validation").n_skipped == 2
+    parquet = tmp_path / "gaps.parquet"
+    pyarrow.parquet.write_table(pyarrow.table({"text": list("abcd"), "label": [0.0, 1.0, float("nan"), 1.0]}), parquet)
+    assert read_labels(parquet, "label") == ("0", "1")
+
+
+def test_an_infinite_target_is_a_bad_row_not_a_switch_to_classification(tmp_path):
+    path = tmp_path / "targets.csv"
+    path.write_text("text,y\na,0.5\nb,1.2\nc,inf\nd,2.5\n")
+    assert read_labels(path, "y") is None
+    task = own_task("targets", ("text",), None)
+    with pytest.raises(ValueError, match="line 4: score 'inf' is not a finite number"):
+        OwnData(task, str(path), "y", dev_file=str(path)).load("validation")
+
+
+def test_an_unclosed_quote_is_refused_even_when_skipping(tmp_path):
+    path = tmp_path / "quote.csv"
+    path.write_text('text,label\na,1\nb,0\n"hi there,1\n' + "".join(f"r{i},1\n" for i in range(30)))
+    for skip in (False, True):
+        with pytest.raises(ValueError, match=r"quote.csv line 4: a quoted field opened here runs to line 34"):
+            OwnData(own_task("quote", ("text",), ("0", "1")), str(path), "label", dev_file=str(path),
+                    skip_bad_rows=skip).load("validation")
+
+
+def test_byte_order_marks_bad_bytes_and_wrong_column_names_are_explained(tmp_path):
+    task = own_task("x", ("text",), ("0", "1"))
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes('\ufeff{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n'.encode())
+    assert OwnData(task, str(jsonl), "label", dev_file=str(jsonl)).load("validation").dataset["text"] == ["a", "b"]
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"text,label\ncaf\xe9,1\nb,0\n")
+    with pytest.raises(ValueError, match=r"line 2: invalid UTF-8 \(byte 0xe9\); save the file as UTF-8"):
+        OwnData(task, str(latin), "label", dev_file=str(latin)).load("validation")
+    keys = tmp_path / "keys.jsonl"
+    keys.write_text('{"sentence": "a", "label": 1}\n')
+    with pytest.raises(ValueError, match=r"line 1: no 'text' value \(this row has 'sentence', 'label'; --text-columns"):
+        OwnData(task, str(keys), "label", dev_file=str(keys)).load("validation")
+
+
+def test_every_class_with_two_rows_reaches_a_small_carved_split(tmp_path):
+    path = tmp_path / "rare.csv"
+    path.write_text("text,label\n" + "".join(f"t{i},{'rare' if i < 4 else 'common'}\n" for i in range(45)))
+    task = own_task("rare", ("text",), ("common", "rare"))
+    dev = OwnData(task, str(path), "label", dev_fraction=0.1).load("validation").dataset
+    assert dev["label"].count(1) == 1 and dev["label"].count(0) == 4
+
+
+def test_eval_with_model_moved_elsewhere(tiny_model_dir, tmp_path, capsys):
+    import shutil
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model-a")
+    out = tmp_path / "run"
+    assert main(own_args(model, write_reviews_csv(tmp_path / "r.csv"), out, "--text-columns", "review",
+                         "--label-column", "stars")) == 0
+    moved = model.rename(tmp_path / "model-b")
+    capsys.readouterr()
+    assert main(["eval", "--run-dir", str(out)]) == 2
+    assert "no model at that path" in capsys.readouterr().err
+    assert main(["eval", "--run-dir", str(out), "--model", str(moved)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["dev"] == evaluated["recorded_dev"]
