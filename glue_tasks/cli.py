@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--losses", nargs="+", choices=LOSSES,
                       help="default: all three for classification, ce for regression")
     grid.add_argument("--seeds", type=int, help="seeds per method and loss (default 3)")
+    grid.add_argument("--lrs-from", metavar="SUMMARY_JSON",
+                      help="reuse the learning rates an earlier compare chose (its summary.json) instead of "
+                           "choosing them again, e.g. on a second task")
     grid.add_argument("--work-dir", help="run folders and logs (default: OUTPUT_DIR/runs)")
     run = compare.add_argument_group("each run")
     run.add_argument("--epochs", type=int, default=2, help="passes over the training data")
@@ -201,7 +204,7 @@ _SHARED_FIELDS = ("task", "data_dir", "model", "max_length", "skip_bad_rows", "p
 def _compare_plan(args: argparse.Namespace):
     from pathlib import Path
 
-    from .compare import ComparePlan
+    from .compare import ComparePlan, lrs_from
     from .train import TrainConfig
 
     preset = QUICK if args.preset == "quick" else {}
@@ -217,7 +220,8 @@ def _compare_plan(args: argparse.Namespace):
         raise ValueError("a regression task trains with MSE only: drop --losses or pass --losses ce")
     seeds = args.seeds if args.seeds is not None else preset.get("seeds", 3)
     return ComparePlan(Path(args.output_dir), base, args.methods or list(CANDIDATES), losses,
-                       list(range(1, seeds + 1)), args.work_dir and Path(args.work_dir))
+                       list(range(1, seeds + 1)), args.work_dir and Path(args.work_dir),
+                       fixed_lrs=lrs_from(Path(args.lrs_from)) if args.lrs_from else {})
 
 
 def main(argv: list[str] | None = None) -> int:

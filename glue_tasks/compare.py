@@ -47,6 +47,7 @@ class ComparePlan:
     seeds: list[int]
     work_dir: Path | None = None
     lr_candidates: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    fixed_lrs: dict[str, float] = field(default_factory=dict)  # chosen by an earlier compare (--lrs-from)
 
     def __post_init__(self) -> None:
         known = {**CANDIDATES, **EXTRA_CANDIDATES}
@@ -108,12 +109,21 @@ def content_id(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def lrs_from(summary_file: Path) -> dict[str, float]:
+    """The learning rates an earlier compare chose (its summary.json), to reuse on another task."""
+    try:
+        table = json.loads(Path(summary_file).read_text(encoding="utf-8"))["learning_rates"]
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"--lrs-from {summary_file}: not the summary.json of a compare run ({error})") from None
+    return {method: entry["chosen"] for method, entry in table.items() if entry.get("chosen") is not None}
+
+
 def run_compare(plan: ComparePlan) -> dict:
     """Both phases, skipping runs already in the ledger; returns the report (also written)."""
     from .compare_report import write_report
 
     lines = _run_phase(plan, "tune", [(m, "ce", plan.seeds[0], lr, True) for m in plan.methods
-                                      for lr in plan.lr_candidates[m]])
+                                      if m not in plan.fixed_lrs for lr in plan.lr_candidates[m]])
     chosen = choose_lrs(plan, lines)
     _run_phase(plan, "grid", [(m, loss, seed, chosen[m], False) for m in plan.methods if chosen[m] is not None
                               for loss in plan.losses for seed in plan.seeds])
@@ -126,6 +136,9 @@ def choose_lrs(plan: ComparePlan, lines: list[dict]) -> dict[str, float | None]:
     scores = {line["key"]: line.get("score") for line in lines}
     chosen = {}
     for method in plan.methods:
+        if method in plan.fixed_lrs:
+            chosen[method] = plan.fixed_lrs[method]
+            continue
         tried = [(scores.get(run_key(plan.config(method, "ce", plan.seeds[0], lr, True))), -i, lr)
                  for i, lr in enumerate(plan.lr_candidates[method])]
         scored = [t for t in tried if t[0] is not None]

@@ -97,6 +97,9 @@ def _paired(a: dict, b: dict, metric: str) -> dict:
 def _tuning(plan: ComparePlan, by_key: dict, chosen: dict[str, float]) -> dict:
     table = {}
     for method in plan.methods:
+        if method in plan.fixed_lrs:
+            table[method] = {"tried": {}, "chosen": chosen[method], "from": "an earlier compare (--lrs-from)"}
+            continue
         tried = {}
         for lr in plan.lr_candidates[method]:
             line = by_key.get(run_key(plan.config(method, "ce", plan.seeds[0], lr, True)), {})
@@ -145,7 +148,7 @@ def summary_markdown(summary: dict) -> str:
         tried = ", ".join(("**" if float(lr) == entry["chosen"] else "") + f"{lr}: "
                           + ("diverged" if score is None else _pct(score))
                           + ("**" if float(lr) == entry["chosen"] else "") for lr, score in entry["tried"].items())
-        lines.append(f"- {method}: {tried}")
+        lines.append(f"- {method}: {tried or entry.get('from')}")
     if summary["missing"] or summary["failed"]:
         lines += ["", f"Missing runs ({len(summary['missing'])}): " + "; ".join(summary["missing"]),
                   f"Failed runs ({len(summary['failed'])}): " + "; ".join(summary["failed"])]
