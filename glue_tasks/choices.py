@@ -27,6 +27,7 @@ EXTRA_CANDIDATES: dict[str, tuple[dict, tuple[float, float]]] = {
     "top-1": ({"name": "top-k", "top_k": 1}, (1e-4, 3e-4)),
     "top-3": ({"name": "top-k", "top_k": 3}, (1e-4, 3e-4)),
     "adapter-houlsby-256": ({"name": "adapter", "size": 256}, (1e-3, 3e-4)),
+    "adapter-houlsby-ffn-64": ({"name": "adapter", "placement": "houlsby-ffn", "size": 64}, (1e-3, 3e-4)),
 }
 
 #: ``compare --preset quick``: 1,000 examples, max length 64, cross-entropy only, 2 seeds.

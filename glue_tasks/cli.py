@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(Barz & Denzler 2020). STS-B always uses MSE")
     opt.add_argument("--ce-weight", type=float, default=0.1, help="λ of cosine+ce")
     opt.add_argument("--max-train-samples", type=int, help="train on a seeded random subsample of this size")
+    opt.add_argument("--keep-last-epoch", action="store_true",
+                     help="keep the last epoch's model, not the epoch that scored best on dev (then no choice "
+                          "is made on the dev set)")
     opt.add_argument("--tune-fraction", type=float,
                      help="hold out this share of the training rows (stratified, fixed seed) and score on it "
                           "instead of the dev set: for choosing settings without looking at dev")

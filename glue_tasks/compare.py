@@ -173,5 +173,6 @@ def _train_quietly(cfg: TrainConfig) -> dict:
             results = train(cfg)
         except DivergenceError as error:
             return {"failed": str(error), "seconds": round(time.perf_counter() - started, 1)}
-    keep = ("score", "dev", "dev_predictions", "parameters", "best_epoch", "train_examples", "labels", "task")
+    keep = ("score", "dev", "dev_predictions", "parameters", "best_epoch", "train_examples", "train_label_counts",
+            "labels", "task")
     return {**{k: results[k] for k in keep}, "seconds": round(time.perf_counter() - started, 1)}

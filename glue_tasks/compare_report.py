@@ -78,6 +78,7 @@ def _cell(method: str, loss: str, lr: float, runs: list[dict]) -> dict:
     return {
         "name": method if loss == "ce" else f"{method} + {loss}", "method": method, "loss": loss, "lr": lr,
         "task": runs[0]["task"], "seeds": [run["seed"] for run in runs], "scores": scores.tolist(),
+        "train_label_counts": runs[0].get("train_label_counts"),
         "mean": float(scores.mean()), "std": float(scores.std(ddof=1)) if len(runs) > 1 else 0.0,
         "trainable": runs[0]["parameters"]["trainable"], "total": runs[0]["parameters"]["total"],
         "seconds": float(numpy.mean([run["seconds"] for run in runs])),
@@ -108,6 +109,14 @@ def _tuning(plan: ComparePlan, by_key: dict, chosen: dict[str, float]) -> dict:
     return table
 
 
+def _per_class(cells: list[dict]) -> str:
+    """Training examples per class (of the first seed's subsample): the regime a small-data claim is about."""
+    counts = cells[0].get("train_label_counts")
+    if not counts:
+        return ""
+    return " Training examples per class: " + ", ".join(f"{name} {count}" for name, count in counts.items()) + "."
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -120,7 +129,7 @@ def summary_markdown(summary: dict) -> str:
              f"{settings['epochs']} epochs at batch {settings['batch_size']}, seeds {settings['seeds']}; "
              f"model {settings['model']}. Learning rates chosen per method on a held-out {TUNE_FRACTION:.0%} of "
              "the training rows, and each run keeps its last epoch: nothing is chosen on the dev set. Task score "
-             f"({summary['metric']}) ×100 on the dev set, mean ± std over seeds.", "",
+             f"({summary['metric']}) ×100 on the dev set, mean ± std over seeds." + _per_class(cells), "",
              "| method | lr | trainable params | dev score | vs scratch-small (95% interval) | run time |",
              "|---|---:|---:|---:|---:|---:|"]
     for cell in cells:

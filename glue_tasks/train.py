@@ -333,6 +333,7 @@ class TrainingData:
     train_loader: DataLoader
     dev_loaders: dict[str, DataLoader]
     train_examples: int
+    train_label_counts: dict[str, int] | None  # classification: training examples per class
     dev_examples: dict[str, int]
     skipped_rows: int
 
@@ -363,7 +364,10 @@ def load_training_data(cfg: TrainConfig, task: Task, accelerator: Accelerator) -
                                    tokenizer,
                                    cfg.batch_size, shuffle=True, seed=cfg.seed)
         dev_loaders = {s: eval_loader(d, tokenizer, task, cfg) for s, d in dev_data.items()}
-    return TrainingData(train_loader, dev_loaders, len(train_data), {s: len(d) for s, d in dev_data.items()},
+    counts = None if task.is_regression else \
+        {name: int(count) for name, count in zip(task.label_names, numpy.bincount(train_data["label"],
+                                                                                 minlength=task.num_labels))}
+    return TrainingData(train_loader, dev_loaders, len(train_data), counts, {s: len(d) for s, d in dev_data.items()},
                         train_report.n_skipped)
 
 
@@ -495,7 +499,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
         "seed": cfg.seed, "loss": cfg.loss, "lr": cfg.lr, "epochs": cfg.epochs,
         "parameters": parameters.to_dict(), "best_epoch": best["epoch"], "dev": best["dev"], "score": best["score"],
         "history": progress.history, "dev_predictions": best["predictions"],
-        "tune_fraction": cfg.tune_fraction, "train_examples": data.train_examples, "dev_examples": data.dev_examples,
+        "tune_fraction": cfg.tune_fraction, "train_examples": data.train_examples,
+        "train_label_counts": data.train_label_counts, "dev_examples": data.dev_examples,
         "skipped_rows": data.skipped_rows,
         "wall_seconds": round(time.perf_counter() - started, 2), "num_processes": accelerator.num_processes,
         "mixed_precision": cfg.mixed_precision, "machine": machine_info(),

@@ -37,13 +37,14 @@ def test_compare_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
             "--losses", "ce", "cosine", "--seeds", "2", "--epochs", "1", "--max-length", "32"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "# compare: reviews" in printed and "Winner:" in printed
+    assert "# compare: reviews" in printed and "Winner:" in printed and "Training examples per class: bad" in printed
     lines = read_lines(out / "results.jsonl")
     tune = [line for line in lines if line["phase"] == "tune"]
     grid = [line for line in lines if line["phase"] == "grid"]
     assert len(tune) == 6 and len(grid) == 12
     assert all(set(line["dev_predictions"]) == {"held_out"} for line in tune)  # rates never see the dev set
     assert all(set(line["dev_predictions"]) == {"validation"} for line in grid)
+    assert all(sum(line["train_label_counts"].values()) == line["train_examples"] for line in grid)
     summary = json.loads((out / "summary.json").read_text())
     for method, entry in summary["learning_rates"].items():
         tried = {float(lr): score for lr, score in entry["tried"].items()}
