@@ -20,7 +20,7 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_path, sha256_file, write_json_atomic
-from .config import AdapterConfig
+from .config import AdapterConfig, upgrade_placement
 from .errors import AdapterConfigError, BaseModelMismatchError, CheckpointError
 from .hub import local_folder
 from .layer import AdapterSlot
@@ -34,7 +34,9 @@ from .params import (
 )
 from .targets import Site, find_blocks, site_width
 
-FORMAT_VERSION = 2  # 2: fingerprint positions stored, dtypes recorded, train_vocab_head
+# 2: fingerprint positions stored, dtypes recorded, train_vocab_head;
+# 3: placement "pfeiffer" is AdapterHub's SeqBn (formats 1-2 "pfeiffer" load as "houlsby-ffn")
+FORMAT_VERSION = 3
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 _FINGERPRINT_TENSORS = 3
@@ -187,8 +189,9 @@ def _check_fields(meta: dict[str, Any], config_path: Path) -> None:
 
 def _config_of(meta: dict[str, Any], directory: Path) -> AdapterConfig:
     """The adapter's config; format 1 predates ``train_vocab_head`` and trained an untied
-    vocabulary head as part of the head, so its checkpoints load with it on."""
-    fields = dict(meta["config"])
+    vocabulary head as part of the head, so its checkpoints load with it on. Formats 1 and 2
+    called today's "houlsby-ffn" placement "pfeiffer"."""
+    fields = upgrade_placement(dict(meta["config"]), 1 if meta["format_version"] < 3 else 2)
     if meta["format_version"] == 1:
         fields.setdefault("train_vocab_head", True)
     try:

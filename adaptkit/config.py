@@ -9,9 +9,13 @@ from typing import Any
 
 from .errors import AdapterConfigError
 
-PLACEMENTS = ("houlsby", "pfeiffer")
+PLACEMENTS = ("houlsby", "pfeiffer", "houlsby-ffn")
+#: What the placement names compute: version 1 called "pfeiffer" what is now "houlsby-ffn";
+#: in version 2 "pfeiffer" is AdapterHub's SeqBn. Saved configs and sweep keys record it.
+PLACEMENT_VERSION = 2
+RENAMED_PLACEMENTS = {"pfeiffer": "houlsby-ffn"}
 ACTIVATIONS = ("relu", "gelu", "silu", "swish", "tanh")
-INITS = ("houlsby", "zero")
+INITS = ("houlsby", "zero", "bert")
 
 @dataclass
 class AdapterConfig:
@@ -19,12 +23,19 @@ class AdapterConfig:
 
     size: bottleneck width m; or give ``reduction_factor`` r instead and m = d // r.
     placement: "houlsby" (after the attention output projection and after the feed-forward
-        output, before each residual add) or "pfeiffer" (feed-forward only).
+        output, before each residual add: AdapterHub's DoubleSeqBn), "pfeiffer" (AdapterHub's
+        SeqBn: one adapter per block, fed the block's feed-forward output plus its residual, after
+        the model's own LayerNorm at a post-LN block; defined per architecture, see
+        ``targets.PFEIFFER_REGISTRY``) or "houlsby-ffn" (a Houlsby adapter on the feed-forward
+        output only; what adaptkit called "pfeiffer" before checkpoint format 3).
     target_modules: explicit module names instead of a preset; an entry matches a module whose
         dotted name equals it or ends with "." + entry; an entry starting with "re:" is a regular
         expression matched against the whole name.
-    init: "houlsby" (truncated normal, std ``init_std``, cut at 2 std, zero biases: near identity)
-        or "zero" (zero up-projection: the exact identity at the start).
+    init: "houlsby" (truncated normal, std ``init_std``, cut at 2 std, zero biases: near identity),
+        "zero" (zero up-projection: the exact identity at the start) or "bert" (normal, std 0.02,
+        zero biases: AdapterHub's default).
+    AdapterHub's defaults by name: ``AdapterConfig.seq_bn()`` and ``AdapterConfig.double_seq_bn()``
+        (reduction factor 16, init "bert", activation relu and swish).
     train_layernorms / train_head: train every LayerNorm and the task head, as in Houlsby et al.
     train_vocab_head: also train an untied vocabulary projection (a causal LM's ``lm_head``);
         off by default: it is no task head and can hold more parameters than all adapters.
@@ -79,8 +90,25 @@ class AdapterConfig:
 
     @classmethod
     def pfeiffer(cls, size: int = 64, **kwargs: Any) -> "AdapterConfig":
-        """One adapter per layer, after the feed-forward block (Pfeiffer et al. 2021)."""
+        """One adapter per layer, where AdapterHub's SeqBn puts it (Pfeiffer et al. 2021)."""
         return cls(size=size, placement="pfeiffer", **kwargs)
+
+    @classmethod
+    def seq_bn(cls, **kwargs: Any) -> "AdapterConfig":
+        """AdapterHub's ``SeqBnConfig`` defaults: Pfeiffer placement, d/16, relu, BERT init."""
+        return cls._adapterhub("pfeiffer", "relu", kwargs)
+
+    @classmethod
+    def double_seq_bn(cls, **kwargs: Any) -> "AdapterConfig":
+        """AdapterHub's ``DoubleSeqBnConfig`` defaults: Houlsby placement, d/16, swish, BERT init."""
+        return cls._adapterhub("houlsby", "swish", kwargs)
+
+    @classmethod
+    def _adapterhub(cls, placement: str, activation: str, kwargs: dict[str, Any]) -> "AdapterConfig":
+        defaults = {"placement": placement, "activation": activation, "init": "bert"}
+        if "size" not in kwargs:
+            defaults["reduction_factor"] = 16
+        return cls(**{**defaults, **kwargs})
 
     def bottleneck_size(self, hidden_size: int) -> int:
         """The bottleneck width m for a projection of width ``hidden_size``."""
@@ -112,6 +140,13 @@ class AdapterConfig:
         if not isinstance(data, dict):
             raise AdapterConfigError("adapter config JSON must be an object")
         return cls.from_dict(data)
+
+def upgrade_placement(fields: dict[str, Any], version: int) -> dict[str, Any]:
+    """Config fields saved under placement semantics ``version``, in today's names."""
+    if version < PLACEMENT_VERSION and fields.get("placement") in RENAMED_PLACEMENTS:
+        return {**fields, "placement": RENAMED_PLACEMENTS[fields["placement"]]}
+    return fields
+
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import AdapterConfig
+from .config import PLACEMENT_VERSION, AdapterConfig
 from .errors import AdapterError
-from .layer import AdapterSlot, BottleneckAdapter, Routing, RowGroups, TaskSlot
+from .layer import AdapterSlot, BottleneckAdapter, RenormSlot, Routing, RowGroups, TaskSlot
 from .params import (
     ADAPTER_MARK, SLOT_ATTR, TASK_ATTR, TASK_MARK, head_parameter_names, layernorm_parameter_names,
     vocab_head_parameter_names,
 )
-from .targets import Site, resolve_sites
+from .targets import SEQ_POST_LN, Site, resolve_sites
 
 STATE_ATTR = "_adaptkit_state"
 #: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
@@ -109,7 +109,8 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
         for site in sites:
             target = model.get_submodule(site.name)
             weight = next(target.parameters())
-            _slot(target, site.name, state, AdapterSlot).adapters[name] = BottleneckAdapter(
+            slot_class = RenormSlot if site.kind == SEQ_POST_LN else AdapterSlot
+            _slot(target, site.name, state, slot_class).adapters[name] = BottleneckAdapter(
                 site.width, config, device=weight.device, dtype=adapter_dtype(weight.dtype, config),
                 initialise=initialise)
         for module_name in task_modules:
@@ -185,8 +186,11 @@ def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules
 
 def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) -> AdapterSlot | TaskSlot:
     """The module's slot of this kind, attached with its hooks on first use."""
-    attr = SLOT_ATTR if kind is AdapterSlot else TASK_ATTR
+    attr = SLOT_ATTR if issubclass(kind, AdapterSlot) else TASK_ATTR
     slot = getattr(module, attr, None)
+    if slot is not None and type(slot) is not kind:
+        raise AdapterError(f"{module_name} already holds adapters placed as {type(slot).__name__}; "
+                           "an adapter of another placement cannot share it: delete those first")
     if slot is None:
         slot = kind()
         module.add_module(attr, slot)
@@ -348,7 +352,7 @@ def _route(model: nn.Module, state: AdapterState) -> None:
         param.requires_grad_(any(mark in param_name for mark in marks))
     if getattr(model, "config", None) is not None:
         setattr(model.config, CONFIG_KEY, {
-            "active": state.active,
+            "active": state.active, "placement_version": PLACEMENT_VERSION,
             "adapters": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites]}
                          for name, entry in state.adapters.items()}})
 
