@@ -43,9 +43,9 @@ ADAPTERHUB_REQUIREMENTS = ["adapters==1.3.0", "transformers==4.57.6"]
 BATCH, SEQ_LEN, THREADS, WARMUP, SIZE = 32, 128, 2, 2, 64
 # The -frozen-ln variants train what AdapterHub's train_adapter trains (adapters + head): like for like.
 ADAPTERHUB_PAIRS = {"adaptkit-houlsby-64": "adapterhub-double-seq-bn-64",
-                    "adaptkit-pfeiffer-64": "adapterhub-seq-bn-64",
+                    "adaptkit-houlsby-ffn-64": "adapterhub-seq-bn-64",
                     "adaptkit-houlsby-64-frozen-ln": "adapterhub-double-seq-bn-64",
-                    "adaptkit-pfeiffer-64-frozen-ln": "adapterhub-seq-bn-64"}
+                    "adaptkit-houlsby-ffn-64-frozen-ln": "adapterhub-seq-bn-64"}
 TARGET_VS_ADAPTERHUB = 1.0
 
 
@@ -115,10 +115,10 @@ VARIANTS: dict[str, Callable[[], tuple[Callable, Callable, Callable]]] = {
     "top-2": lambda: adaptkit_method(name="top-k", top_k=2),
     "lora-r8": lambda: adaptkit_method(name="lora", lora_rank=8),
     "adaptkit-houlsby-64": lambda: adaptkit_method(name="adapter", placement="houlsby", size=SIZE),
-    "adaptkit-pfeiffer-64": lambda: adaptkit_method(name="adapter", placement="pfeiffer", size=SIZE),
+    "adaptkit-houlsby-ffn-64": lambda: adaptkit_method(name="adapter", placement="houlsby-ffn", size=SIZE),
     "adaptkit-houlsby-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="houlsby", size=SIZE,
                                                              train_layernorms=False),
-    "adaptkit-pfeiffer-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="pfeiffer", size=SIZE,
+    "adaptkit-houlsby-ffn-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="houlsby-ffn", size=SIZE,
                                                               train_layernorms=False),
     "adapterhub-double-seq-bn-64": lambda: adapterhub_method("DoubleSeqBnConfig"),
     "adapterhub-seq-bn-64": lambda: adapterhub_method("SeqBnConfig"),
