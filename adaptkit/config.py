@@ -39,6 +39,9 @@ class AdapterConfig:
     train_layernorms / train_head: train every LayerNorm and the task head, as in Houlsby et al.
     train_vocab_head: also train an untied vocabulary projection (a causal LM's ``lm_head``);
         off by default: it is no task head and can hold more parameters than all adapters.
+    head: the adapter's own classification head on a bare base model (AdapterHub's, as
+        ``adaptkit.adapterhub`` loads it): {"type": "classification", "num_labels", "layers",
+        "activation", "token": "first"|"pooler"|"last", "dropout", "bias"}; None: no own head.
     keep_fp32: on a bf16/fp16 base, keep the adapter weights in float32 and cast in the
         forward (as PEFT does), so updates smaller than the 16-bit spacing are not lost.
     """
@@ -55,6 +58,7 @@ class AdapterConfig:
     train_head: bool = True
     train_vocab_head: bool = False
     keep_fp32: bool = True
+    head: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.reduction_factor is not None:
@@ -80,6 +84,8 @@ class AdapterConfig:
         for flag in ("train_layernorms", "train_head", "train_vocab_head", "keep_fp32"):
             if not isinstance(getattr(self, flag), bool):
                 raise AdapterConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.head is not None:
+            _check_head(self.head)
         if self.init_std <= 0:
             raise AdapterConfigError(f"init_std must be > 0, got {self.init_std}")
 
@@ -146,6 +152,18 @@ def upgrade_placement(fields: dict[str, Any], version: int) -> dict[str, Any]:
     if version < PLACEMENT_VERSION and fields.get("placement") in RENAMED_PLACEMENTS:
         return {**fields, "placement": RENAMED_PLACEMENTS[fields["placement"]]}
     return fields
+
+
+def _check_head(head: Any) -> None:
+    from .head import HEAD_FIELDS, TOKENS  # here: head.py imports layer.py, which imports this module
+    if not isinstance(head, dict) or set(head) != HEAD_FIELDS:
+        raise AdapterConfigError(f"head must be an object with fields {sorted(HEAD_FIELDS)}, got {head!r}")
+    if head["type"] != "classification":
+        raise AdapterConfigError(f"head type {head['type']!r} is not supported; only 'classification'")
+    _check_choice("head token", head["token"], TOKENS)
+    for key in ("num_labels", "layers"):
+        if not isinstance(head[key], int) or head[key] < 1:
+            raise AdapterConfigError(f"head {key} must be a positive integer, got {head[key]!r}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

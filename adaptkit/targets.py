@@ -22,6 +22,8 @@ ATTENTION, FFN, CUSTOM = "attention", "ffn", "custom"
 #: LN(h + x) and the LayerNorm runs again on h + x + adapter), or on a pre-LN block's output
 #: (the adapter sees and adds to h + r).
 SEQ_POST_LN, SEQ_PRE_LN = "seq-post-ln", "seq-pre-ln"
+#: An adapter's own classification head, run on the model's output (``AdapterConfig.head``).
+HEAD = "head"
 
 _BERT_LIKE = {ATTENTION: r"\.attention\.output\.dense$", FFN: r"\.layer\.\d+\.output\.dense$"}
 _LLAMA_LIKE = {ATTENTION: r"\.self_attn\.o_proj$", FFN: r"\.mlp\.down_proj$"}
@@ -54,7 +56,7 @@ REGISTRY: dict[str, dict[str, str]] = {
 PFEIFFER_REGISTRY: dict[str, tuple[str, str]] = {
     "bert": (r"\.layer\.\d+\.output\.LayerNorm$", SEQ_POST_LN),
     "roberta": (r"\.layer\.\d+\.output\.LayerNorm$", SEQ_POST_LN),
-    "gpt2": (r"\.h\.\d+$", SEQ_PRE_LN),
+    "gpt2": (r"(^|\.)h\.\d+$", SEQ_PRE_LN),
 }
 
 #: names of attention output projections across architectures (o_proj, out_proj, dense, output, c_proj, wo, o)
@@ -87,6 +89,11 @@ def input_width(module: nn.Module) -> int:
 
 def resolve_sites(model: nn.Module, config: AdapterConfig) -> list[Site]:
     """The projections to adapt, by explicit names, the registry, or the structural fallback."""
+    head = [Site("", HEAD, _hidden_size(model))] if config.head is not None else []
+    return _body_sites(model, config) + head
+
+
+def _body_sites(model: nn.Module, config: AdapterConfig) -> list[Site]:
     if config.target_modules is not None:
         return _explicit_sites(model, config.target_modules)
     blocks = find_blocks(model)
