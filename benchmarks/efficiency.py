@@ -1,8 +1,9 @@
 """What each way of fine-tuning costs on one model and one batch, side by side in one run.
 
-Variants: adaptkit Houlsby and Pfeiffer adapters (m=64), full fine-tuning, top-2 retraining, PEFT
-LoRA (r=8), and AdapterHub's ``adapters`` (DoubleSeqBnConfig and SeqBnConfig at the same m=64).
-AdapterHub pins transformers 4.57, so its variants run in a virtualenv this script creates
+Variants: adaptkit Houlsby and houlsby-ffn adapters (m=64; houlsby-ffn was called "pfeiffer" until
+that name came to compute AdapterHub's SeqBn, so its SeqBn pair is not like for like), full
+fine-tuning, top-2 retraining, PEFT LoRA (r=8), and AdapterHub's ``adapters`` (DoubleSeqBnConfig
+and SeqBnConfig at the same m=64). AdapterHub pins transformers 4.57, so its variants run in a virtualenv this script creates
 (``--venv``, with ``adapters==1.3.0`` and ``transformers==4.57.6`` from PyPI over this
 environment's torch).
 
