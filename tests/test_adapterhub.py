@@ -151,3 +151,18 @@ def test_pickles_are_read_weights_only(tmp_path, capsys):
         pickle.dump({"bert.encoder.layer.0.output.adapters.task.adapter_up.weight": Boom()}, handle)
     assert_refused(base_of(folder), folder, "could not be read")
     assert "a pickle ran code" not in capsys.readouterr().out
+
+
+def test_the_head_survives_save_pretrained_and_refuses_mixed_batches(tmp_path):
+    folder = FIXTURES / "adapterhub_gpt2_seq_bn"
+    expected = load_file(str(folder / "expected.safetensors"))
+    model = base_of(folder)
+    adaptkit.load_adapter(model, folder)
+    model.save_pretrained(tmp_path)
+    fresh = AutoModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    assert adaptkit.restore_adapters(fresh, tmp_path) == ["task"]
+    torch.testing.assert_close(outputs(fresh, expected).logits, expected["logits"], atol=1e-5, rtol=0)
+    with adaptkit.per_example_adapters(fresh, ["task"] * 3), pytest.raises(adaptkit.AdapterError, match="heads"):
+        outputs(fresh, expected)
+    adaptkit.delete_adapter(fresh, "task")
+    assert not any("adaptkit" in n for n, _ in fresh.named_parameters())
