@@ -9,7 +9,8 @@ classification head as the adapter's own head; every other method, field value a
 refused by name. Pickles are read with ``torch.load(weights_only=True)`` only. AdapterHub records
 no sample of the base's weights, so only the base's type, width, depth and head kind are checked.
 
-As a command: ``python -m adaptkit.adapterhub SRC DST --base MODEL`` writes an adaptkit checkpoint.
+As a command: ``adaptkit-from-adapterhub SRC DST --base MODEL`` (or ``python -m adaptkit.adapterhub``)
+writes an adaptkit checkpoint.
 """
 
 from __future__ import annotations
@@ -306,7 +307,7 @@ def _check_shapes(module: nn.Module, tensors: dict[str, torch.Tensor], path: Pat
 
 def main(argv: list[str] | None = None) -> int:
     """Convert an AdapterHub folder into an adaptkit checkpoint (for ``adaptkit.load_adapter``)."""
-    parser = argparse.ArgumentParser(prog="python -m adaptkit.adapterhub", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="adaptkit-from-adapterhub", description=main.__doc__)
     parser.add_argument("source", help="a folder written by AdapterHub's save_adapter")
     parser.add_argument("destination", help="the adaptkit checkpoint folder to write")
     parser.add_argument("--base", required=True, help="the base model (folder or Hub id) the adapter was trained on")
