@@ -137,3 +137,17 @@ def test_sweep_keys_carry_the_placement_semantics():
     assert json.loads(new.key)["placement_version"] == 2
     assert "placement_version" not in json.loads(old_key)
     assert new.key != old_key.replace("houlsby-ffn", "pfeiffer")
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2"])
+def test_pfeiffer_checkpoints_round_trip(tmp_path, model_type):
+    model = tiny_model(model_type)
+    inputs = tiny_inputs(model)
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.seq_bn(init="houlsby", init_std=0.2), name="seq")
+    expected = logits(model, inputs)
+    adaptkit.save_adapter(model, tmp_path)
+    fresh = tiny_model(model_type)
+    adaptkit.load_adapter(fresh, tmp_path)
+    assert {s.kind for s in adaptkit.model.adapter_entry(fresh, "seq")[1].sites} == {
+        "seq-post-ln" if model_type == "bert" else "seq-pre-ln"}
+    assert torch.equal(logits(fresh, inputs), expected)
