@@ -7,6 +7,7 @@ from .config import AdapterConfig  # noqa: E402
 from .errors import (  # noqa: E402
     AdapterConfigError, AdapterError, BaseModelMismatchError, CheckpointError, TargetModuleError,
 )
+from .adapterhub import load_adapterhub  # noqa: E402
 from .hub import push_adapter  # noqa: E402
 from .model import (  # noqa: E402
     active_adapter, adapters_disabled, add_adapter, delete_adapter, list_adapters, per_example_adapters,
@@ -20,6 +21,6 @@ __all__ = [
     "AdapterConfig", "AdapterConfigError", "AdapterError", "BaseModelMismatchError", "CheckpointError",
     "CONFIG_NAME", "ParameterReport", "REGISTRY", "Site", "TargetModuleError", "WEIGHTS_NAME",
     "active_adapter", "adapters_disabled", "add_adapter", "count_parameters", "delete_adapter",
-    "list_adapters", "load_adapter", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters", "save_adapter",
+    "list_adapters", "load_adapter", "load_adapterhub", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters", "save_adapter",
     "set_active_adapter", "set_trainable_adapters",
 ]

@@ -20,13 +20,13 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_path, sha256_file, write_json_atomic
-from .config import AdapterConfig
+from .config import AdapterConfig, upgrade_placement
 from .errors import AdapterConfigError, BaseModelMismatchError, CheckpointError
 from .hub import local_folder
 from .layer import AdapterSlot
 from .model import (
     active_adapter, adapter_entry, delete_adapter, insert_adapter, load_task_values, refuse_meta,
-    set_active_adapter, task_parameter_names, task_values,
+    set_active_adapter, site_module, task_parameter_names, task_values,
 )
 from .params import (
     SLOT_ATTR, head_parameter_names, is_adaptkit_name, layernorm_parameter_names,
@@ -34,7 +34,9 @@ from .params import (
 )
 from .targets import Site, find_blocks, site_width
 
-FORMAT_VERSION = 2  # 2: fingerprint positions stored, dtypes recorded, train_vocab_head
+# 2: fingerprint positions stored, dtypes recorded, train_vocab_head;
+# 3: placement "pfeiffer" is AdapterHub's SeqBn (formats 1-2 "pfeiffer" load as "houlsby-ffn")
+FORMAT_VERSION = 3
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 _FINGERPRINT_TENSORS = 3
@@ -85,9 +87,13 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     Everything is checked before the model is touched: the files and their checksum, the base
     model, the kind of head, the set of tensors and their shapes; a failure after that removes
     the adapter again. ``load_head=False`` loads the adapter and its LayerNorms but not its
-    head, for a model whose head is of another kind.
+    head, for a model whose head is of another kind. A folder written by AdapterHub's
+    ``save_adapter`` loads through ``adaptkit.adapterhub.load_adapterhub``.
     """
     refuse_meta(model)
+    from .adapterhub import is_adapterhub_folder, load_adapterhub  # it builds on this module
+    if is_adapterhub_folder(directory):
+        return load_adapterhub(model, directory, name=name, activate=activate, load_head=load_head)
     directory = local_folder(directory, [CONFIG_NAME, WEIGHTS_NAME], revision)
     meta = read_checkpoint_meta(directory)
     config = _config_of(meta, directory)
@@ -104,7 +110,13 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     sites = [Site(**s) for s in meta["sites"]]
     _check_sites(model, sites, directory)
     _check_tensor_set(tensors, _expected_shapes(model, config, sites), directory / WEIGHTS_NAME, model)
-    name = name or meta["name"]
+    return install_adapter(model, config, name or meta["name"], sites, tensors, activate)
+
+
+def install_adapter(model: nn.Module, config: AdapterConfig, name: str, sites: list[Site],
+                    tensors: dict[str, torch.Tensor], activate: bool) -> str:
+    """Add the adapter and copy in its checked tensors (``adapter:<site>:<key>``,
+    ``task:<parameter>``); on any failure the model is left as it was."""
     previous = active_adapter(model)
     insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
     try:
@@ -187,8 +199,9 @@ def _check_fields(meta: dict[str, Any], config_path: Path) -> None:
 
 def _config_of(meta: dict[str, Any], directory: Path) -> AdapterConfig:
     """The adapter's config; format 1 predates ``train_vocab_head`` and trained an untied
-    vocabulary head as part of the head, so its checkpoints load with it on."""
-    fields = dict(meta["config"])
+    vocabulary head as part of the head, so its checkpoints load with it on. Formats 1 and 2
+    called today's "houlsby-ffn" placement "pfeiffer"."""
+    fields = upgrade_placement(dict(meta["config"]), 1 if meta["format_version"] < 3 else 2)
     if meta["format_version"] == 1:
         fields.setdefault("train_vocab_head", True)
     try:
@@ -322,11 +335,11 @@ def _check_sites(model: nn.Module, sites: list[Site], directory: Path) -> None:
 
 def _expected_shapes(model: nn.Module, config: AdapterConfig,
                      sites: list[Site]) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, from the modules the adapter builds at its sites (built on meta)."""
     shapes: dict[str, tuple[int, ...]] = {}
     for site in sites:
-        m, d = config.bottleneck_size(site.width), site.width
-        shapes.update({f"adapter:{site.name}:down.weight": (m, d), f"adapter:{site.name}:down.bias": (m,),
-                       f"adapter:{site.name}:up.weight": (d, m), f"adapter:{site.name}:up.bias": (d,)})
+        module = site_module(site, config, device="meta", initialise=False)
+        shapes.update((f"adapter:{site.name}:{key}", tuple(value.shape)) for key, value in module.state_dict().items())
     params = dict(model.named_parameters())
     shapes.update((f"task:{n}", tuple(params[n].shape)) for n in task_parameter_names(model, config))
     return shapes

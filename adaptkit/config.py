@@ -9,9 +9,13 @@ from typing import Any
 
 from .errors import AdapterConfigError
 
-PLACEMENTS = ("houlsby", "pfeiffer")
+PLACEMENTS = ("houlsby", "pfeiffer", "houlsby-ffn")
+#: What the placement names compute: version 1 called "pfeiffer" what is now "houlsby-ffn";
+#: in version 2 "pfeiffer" is AdapterHub's SeqBn. Saved configs and sweep keys record it.
+PLACEMENT_VERSION = 2
+RENAMED_PLACEMENTS = {"pfeiffer": "houlsby-ffn"}
 ACTIVATIONS = ("relu", "gelu", "silu", "swish", "tanh")
-INITS = ("houlsby", "zero")
+INITS = ("houlsby", "zero", "bert")
 
 @dataclass
 class AdapterConfig:
@@ -19,15 +23,25 @@ class AdapterConfig:
 
     size: bottleneck width m; or give ``reduction_factor`` r instead and m = d // r.
     placement: "houlsby" (after the attention output projection and after the feed-forward
-        output, before each residual add) or "pfeiffer" (feed-forward only).
+        output, before each residual add: AdapterHub's DoubleSeqBn), "pfeiffer" (AdapterHub's
+        SeqBn: one adapter per block, fed the block's feed-forward output plus its residual, after
+        the model's own LayerNorm at a post-LN block; defined per architecture, see
+        ``targets.PFEIFFER_REGISTRY``) or "houlsby-ffn" (a Houlsby adapter on the feed-forward
+        output only; what adaptkit called "pfeiffer" before checkpoint format 3).
     target_modules: explicit module names instead of a preset; an entry matches a module whose
         dotted name equals it or ends with "." + entry; an entry starting with "re:" is a regular
         expression matched against the whole name.
-    init: "houlsby" (truncated normal, std ``init_std``, cut at 2 std, zero biases: near identity)
-        or "zero" (zero up-projection: the exact identity at the start).
+    init: "houlsby" (truncated normal, std ``init_std``, cut at 2 std, zero biases: near identity),
+        "zero" (zero up-projection: the exact identity at the start) or "bert" (normal, std 0.02,
+        zero biases: AdapterHub's default).
+    AdapterHub's defaults by name: ``AdapterConfig.seq_bn()`` and ``AdapterConfig.double_seq_bn()``
+        (reduction factor 16, init "bert", activation relu and swish).
     train_layernorms / train_head: train every LayerNorm and the task head, as in Houlsby et al.
     train_vocab_head: also train an untied vocabulary projection (a causal LM's ``lm_head``);
         off by default: it is no task head and can hold more parameters than all adapters.
+    head: the adapter's own classification head on a bare base model (AdapterHub's, as
+        ``adaptkit.adapterhub`` loads it): {"type": "classification", "num_labels", "layers",
+        "activation", "token": "first"|"pooler"|"last", "dropout", "bias"}; None: no own head.
     keep_fp32: on a bf16/fp16 base, keep the adapter weights in float32 and cast in the
         forward (as PEFT does), so updates smaller than the 16-bit spacing are not lost.
     """
@@ -44,6 +58,7 @@ class AdapterConfig:
     train_head: bool = True
     train_vocab_head: bool = False
     keep_fp32: bool = True
+    head: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.reduction_factor is not None:
@@ -69,6 +84,8 @@ class AdapterConfig:
         for flag in ("train_layernorms", "train_head", "train_vocab_head", "keep_fp32"):
             if not isinstance(getattr(self, flag), bool):
                 raise AdapterConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.head is not None:
+            _check_head(self.head)
         if self.init_std <= 0:
             raise AdapterConfigError(f"init_std must be > 0, got {self.init_std}")
 
@@ -79,8 +96,25 @@ class AdapterConfig:
 
     @classmethod
     def pfeiffer(cls, size: int = 64, **kwargs: Any) -> "AdapterConfig":
-        """One adapter per layer, after the feed-forward block (Pfeiffer et al. 2021)."""
+        """One adapter per layer, where AdapterHub's SeqBn puts it (Pfeiffer et al. 2021)."""
         return cls(size=size, placement="pfeiffer", **kwargs)
+
+    @classmethod
+    def seq_bn(cls, **kwargs: Any) -> "AdapterConfig":
+        """AdapterHub's ``SeqBnConfig`` defaults: Pfeiffer placement, d/16, relu, BERT init."""
+        return cls._adapterhub("pfeiffer", "relu", kwargs)
+
+    @classmethod
+    def double_seq_bn(cls, **kwargs: Any) -> "AdapterConfig":
+        """AdapterHub's ``DoubleSeqBnConfig`` defaults: Houlsby placement, d/16, swish, BERT init."""
+        return cls._adapterhub("houlsby", "swish", kwargs)
+
+    @classmethod
+    def _adapterhub(cls, placement: str, activation: str, kwargs: dict[str, Any]) -> "AdapterConfig":
+        defaults = {"placement": placement, "activation": activation, "init": "bert"}
+        if "size" not in kwargs:
+            defaults["reduction_factor"] = 16
+        return cls(**{**defaults, **kwargs})
 
     def bottleneck_size(self, hidden_size: int) -> int:
         """The bottleneck width m for a projection of width ``hidden_size``."""
@@ -112,6 +146,25 @@ class AdapterConfig:
         if not isinstance(data, dict):
             raise AdapterConfigError("adapter config JSON must be an object")
         return cls.from_dict(data)
+
+def upgrade_placement(fields: dict[str, Any], version: int) -> dict[str, Any]:
+    """Config fields saved under placement semantics ``version``, in today's names."""
+    if version < PLACEMENT_VERSION and fields.get("placement") in RENAMED_PLACEMENTS:
+        return {**fields, "placement": RENAMED_PLACEMENTS[fields["placement"]]}
+    return fields
+
+
+def _check_head(head: Any) -> None:
+    from .head import HEAD_FIELDS, TOKENS  # here: head.py imports layer.py, which imports this module
+    if not isinstance(head, dict) or set(head) != HEAD_FIELDS:
+        raise AdapterConfigError(f"head must be an object with fields {sorted(HEAD_FIELDS)}, got {head!r}")
+    if head["type"] != "classification":
+        raise AdapterConfigError(f"head type {head['type']!r} is not supported; only 'classification'")
+    _check_choice("head token", head["token"], TOKENS)
+    for key in ("num_labels", "layers"):
+        if not isinstance(head[key], int) or head[key] < 1:
+            raise AdapterConfigError(f"head {key} must be a positive integer, got {head[key]!r}")
+
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:

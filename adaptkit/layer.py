@@ -11,6 +11,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import AdapterError
+from .params import TASK_ATTR
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh,
@@ -36,10 +37,13 @@ class BottleneckAdapter(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, config: AdapterConfig) -> None:
-        """Start near (houlsby) or exactly at (zero) the identity function."""
+        """Start near (houlsby, bert) or exactly at (zero) the identity function."""
         std = config.init_std
         for linear in (self.down, self.up):
-            nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+            if config.init == "bert":  # AdapterHub's default: BERT's own init, std 0.02
+                nn.init.normal_(linear.weight, std=0.02)
+            else:
+                nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
             nn.init.zeros_(linear.bias)
         if config.init == "zero":
             nn.init.zeros_(self.up.weight)
@@ -121,17 +125,47 @@ class AdapterSlot(_Slot):
 
     def hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
         hidden = output[0] if isinstance(output, tuple) else output
-        if self.rows is not None:
-            self.rows.rows_of(hidden, "an adapted projection")
-            if self.rows.groups:  # one scatter of every group's delta: one copy of the output
-                rows = [rows.to(hidden.device) for _, rows in self.rows.groups]
-                deltas = [self.adapters[name].delta(hidden[r]) for (name, _), r in zip(self.rows.groups, rows)]
-                hidden = hidden.index_add(0, torch.cat(rows), torch.cat(deltas))
-        elif self.active is not None:
-            hidden = self.adapters[self.active](hidden)
-        else:
+        adapted = self.add_deltas(hidden, hidden)
+        if adapted is None:
             return output
-        return (hidden,) + output[1:] if isinstance(output, tuple) else hidden
+        return (adapted,) + output[1:] if isinstance(output, tuple) else adapted
+
+    def add_deltas(self, source: torch.Tensor, onto: torch.Tensor) -> torch.Tensor | None:
+        """``onto`` plus the routed adapters' deltas of ``source`` (each on its own rows in a
+        mixed batch), or None when no adapter runs here."""
+        if self.rows is not None:
+            self.rows.rows_of(source, "an adapted module")
+            if not self.rows.groups:
+                return None
+            # one scatter of every group's delta: one copy of the output
+            rows = [rows.to(source.device) for _, rows in self.rows.groups]
+            deltas = [self.adapters[name].delta(source[r]) for (name, _), r in zip(self.rows.groups, rows)]
+            return onto.index_add(0, torch.cat(rows), torch.cat(deltas).to(onto.dtype))
+        if self.active is not None:
+            return onto + self.adapters[self.active].delta(source)
+        return None
+
+
+class RenormSlot(AdapterSlot):
+    """AdapterHub's SeqBn in a post-LN block, from the feed-forward's own LayerNorm: that norm
+    gets ``y = h + x`` (feed-forward output plus residual); the adapter sees ``LN(y)`` and the
+    norm runs again on ``y + delta``, i.e. ``LN(h + x + up(act(down(LN(h + x)))))``.
+
+    Its hook runs before the norm's ``TaskSlot`` restores the base values, so both norm calls
+    use the routed adapter's LayerNorm.
+    """
+
+    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        return [module.register_forward_hook(self.hook, prepend=True)]
+
+    def hook(self, module: nn.Module, args: tuple, output):
+        if self.rows is not None and self.rows.groups and hasattr(module, TASK_ATTR):
+            raise AdapterError(
+                "per_example_adapters cannot mix placement='pfeiffer' adapters that train their "
+                "LayerNorms on a post-LN model (the norm runs twice, with each adapter's values): "
+                "run one adapter at a time, or train them with train_layernorms=False")
+        adapted = self.add_deltas(output, args[0])
+        return output if adapted is None else module.forward(adapted)
 
 
 class TaskSlot(_Slot):

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import AdapterConfig
+from .config import PLACEMENT_VERSION, AdapterConfig
 from .errors import AdapterError
-from .layer import AdapterSlot, BottleneckAdapter, Routing, RowGroups, TaskSlot
+from .head import ClassificationHead, HeadSlot
+from .layer import AdapterSlot, BottleneckAdapter, RenormSlot, Routing, RowGroups, TaskSlot
 from .params import (
-    ADAPTER_MARK, SLOT_ATTR, TASK_ATTR, TASK_MARK, head_parameter_names, layernorm_parameter_names,
+    ADAPTER_MARK, SLOT_ATTR, TASK_ATTR, TASK_MARK, has_mark, head_parameter_names, layernorm_parameter_names,
     vocab_head_parameter_names,
 )
-from .targets import Site, resolve_sites
+from .targets import HEAD, SEQ_POST_LN, Site, resolve_sites
 
 STATE_ATTR = "_adaptkit_state"
 #: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
@@ -109,9 +110,11 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
         for site in sites:
             target = model.get_submodule(site.name)
             weight = next(target.parameters())
-            _slot(target, site.name, state, AdapterSlot).adapters[name] = BottleneckAdapter(
-                site.width, config, device=weight.device, dtype=adapter_dtype(weight.dtype, config),
-                initialise=initialise)
+            module = site_module(site, config, device=weight.device, dtype=adapter_dtype(weight.dtype, config),
+                                 initialise=initialise)
+            # in the model's mode: an eval model runs a new adapter's (and head's) dropout as identity
+            _slot(target, site.name, state, SLOT_CLASSES.get(site.kind, AdapterSlot)).adapters[name] = module.train(
+                target.training)
         for module_name in task_modules:
             module = model.get_submodule(module_name)
             dtype = adapter_dtype(next(module.parameters(recurse=False)).dtype, config)
@@ -130,6 +133,18 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
             _route(model, state)
         raise
     return sites
+
+
+#: The slot that runs a site of each kind (any other kind: ``AdapterSlot``).
+SLOT_CLASSES: dict[str, type[AdapterSlot]] = {SEQ_POST_LN: RenormSlot, HEAD: HeadSlot}
+
+
+def site_module(site: Site, config: AdapterConfig, device: torch.device | str = "cpu",
+                dtype: torch.dtype | None = None, initialise: bool = True) -> nn.Module:
+    """What an adapter holds at a site: a bottleneck, or at a head site its own head."""
+    if site.kind == HEAD:
+        return ClassificationHead(site.width, config.head, device=device, dtype=dtype, initialise=initialise)
+    return BottleneckAdapter(site.width, config, device=device, dtype=dtype, initialise=initialise)
 
 
 def _owning_modules(parameter_names: Iterable[str]) -> list[str]:
@@ -185,8 +200,11 @@ def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules
 
 def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) -> AdapterSlot | TaskSlot:
     """The module's slot of this kind, attached with its hooks on first use."""
-    attr = SLOT_ATTR if kind is AdapterSlot else TASK_ATTR
+    attr = SLOT_ATTR if issubclass(kind, AdapterSlot) else TASK_ATTR
     slot = getattr(module, attr, None)
+    if slot is not None and type(slot) is not kind:
+        raise AdapterError(f"{module_name} already holds adapters placed as {type(slot).__name__}; "
+                           "an adapter of another placement cannot share it: delete those first")
     if slot is None:
         slot = kind()
         module.add_module(attr, slot)
@@ -345,10 +363,10 @@ def _route(model: nn.Module, state: AdapterState) -> None:
     trains = state.trainable if state.trainable is not None else [state.active] * (state.active is not None)
     marks = [f"{mark}{name}." for name in trains for mark in (ADAPTER_MARK, TASK_MARK)]
     for param_name, param in model.named_parameters():
-        param.requires_grad_(any(mark in param_name for mark in marks))
+        param.requires_grad_(any(has_mark(param_name, mark) for mark in marks))
     if getattr(model, "config", None) is not None:
         setattr(model.config, CONFIG_KEY, {
-            "active": state.active,
+            "active": state.active, "placement_version": PLACEMENT_VERSION,
             "adapters": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites]}
                          for name, entry in state.adapters.items()}})
 

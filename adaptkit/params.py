@@ -22,7 +22,7 @@ def is_norm(module: nn.Module) -> bool:
 def adapter_parameter_names(model: nn.Module, adapter: str | None = None) -> list[str]:
     """Parameters of all adapters, or of the one named ``adapter``."""
     mark = ADAPTER_MARK + (f"{adapter}." if adapter else "")
-    return [n for n, _ in model.named_parameters() if mark in n]
+    return [n for n, _ in model.named_parameters() if has_mark(n, mark)]
 
 
 def task_copy_parameter_names(model: nn.Module, adapter: str | None = None) -> list[str]:
@@ -39,8 +39,14 @@ def base_name(name: str) -> str:
     return f"{module}.{rest.split('.', 1)[1]}"
 
 
+def has_mark(name: str, mark: str) -> bool:
+    """Whether a parameter name holds ``mark``; a slot on the model itself (an adapter's own
+    head) has its names start with the mark less its leading dot."""
+    return mark in "." + name
+
+
 def is_adaptkit_name(name: str) -> bool:
-    return ADAPTER_MARK in name or TASK_MARK in name
+    return has_mark(name, ADAPTER_MARK) or TASK_MARK in name
 
 
 def layernorm_parameter_names(model: nn.Module) -> list[str]:

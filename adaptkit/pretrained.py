@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .config import AdapterConfig
+from .config import AdapterConfig, upgrade_placement
 from .errors import AdapterConfigError, AdapterError, CheckpointError
 from .hub import local_folder
 from .model import CONFIG_KEY, delete_adapter, get_state, insert_adapter, refuse_meta, set_active_adapter
@@ -38,7 +38,8 @@ def restore_adapters(model: nn.Module, directory: str | Path, revision: str | No
     added: list[str] = []
     try:
         for name, entry in record["adapters"].items():
-            config = AdapterConfig.from_dict(entry["config"])
+            # records without a placement_version predate "pfeiffer" meaning AdapterHub's SeqBn
+            config = AdapterConfig.from_dict(upgrade_placement(entry["config"], record.get("placement_version", 1)))
             sites = [Site(**site) for site in entry["sites"]]
             insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
             added.append(name)

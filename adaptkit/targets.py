@@ -18,6 +18,12 @@ from .config import AdapterConfig
 from .errors import TargetModuleError
 
 ATTENTION, FFN, CUSTOM = "attention", "ffn", "custom"
+#: AdapterHub's SeqBn sites: inside a post-LN block's feed-forward LayerNorm (the adapter sees
+#: LN(h + x) and the LayerNorm runs again on h + x + adapter), or on a pre-LN block's output
+#: (the adapter sees and adds to h + r).
+SEQ_POST_LN, SEQ_PRE_LN = "seq-post-ln", "seq-pre-ln"
+#: An adapter's own classification head, run on the model's output (``AdapterConfig.head``).
+HEAD = "head"
 
 _BERT_LIKE = {ATTENTION: r"\.attention\.output\.dense$", FFN: r"\.layer\.\d+\.output\.dense$"}
 _LLAMA_LIKE = {ATTENTION: r"\.self_attn\.o_proj$", FFN: r"\.mlp\.down_proj$"}
@@ -44,10 +50,19 @@ REGISTRY: dict[str, dict[str, str]] = {
     "vit": {ATTENTION: r"\.attention\.o_proj$", FFN: r"\.mlp\.fc2$"},
 }
 
+#: model_type -> (regular expression of the module, site kind) for placement="pfeiffer": it
+#: needs the block's residual input and LayerNorm, so it is defined per architecture only where
+#: checked against AdapterHub 1.3.0 (benchmarks/adapterhub_compat.py).
+PFEIFFER_REGISTRY: dict[str, tuple[str, str]] = {
+    "bert": (r"\.layer\.\d+\.output\.LayerNorm$", SEQ_POST_LN),
+    "roberta": (r"\.layer\.\d+\.output\.LayerNorm$", SEQ_POST_LN),
+    "gpt2": (r"(^|\.)h\.\d+$", SEQ_PRE_LN),
+}
+
 #: names of attention output projections across architectures (o_proj, out_proj, dense, output, c_proj, wo, o)
 _OUTPUT_NAME = re.compile(r"^(o|wo|out|output|dense|c_proj|o_proj|out_proj|out_lin|output_proj)$", re.IGNORECASE)
 
-PLACEMENT_KINDS = {"houlsby": (ATTENTION, FFN), "pfeiffer": (FFN,)}
+PLACEMENT_KINDS = {"houlsby": (ATTENTION, FFN), "houlsby-ffn": (FFN,)}
 
 
 @dataclass(frozen=True)
@@ -74,9 +89,13 @@ def input_width(module: nn.Module) -> int:
 
 def resolve_sites(model: nn.Module, config: AdapterConfig) -> list[Site]:
     """The projections to adapt, by explicit names, the registry, or the structural fallback."""
+    head = [Site("", HEAD, _hidden_size(model))] if config.head is not None else []
+    return _body_sites(model, config) + head
+
+
+def _body_sites(model: nn.Module, config: AdapterConfig) -> list[Site]:
     if config.target_modules is not None:
         return _explicit_sites(model, config.target_modules)
-    kinds = PLACEMENT_KINDS[config.placement]
     blocks = find_blocks(model)
     if not blocks:
         raise TargetModuleError(
@@ -84,6 +103,9 @@ def resolve_sites(model: nn.Module, config: AdapterConfig) -> list[Site]:
             "ModuleList of identical layers. Name the projections to adapt with "
             "AdapterConfig(target_modules=[...]); candidates: " + _candidates(model))
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if config.placement == "pfeiffer":
+        return _pfeiffer_sites(model, blocks, model_type)
+    kinds = PLACEMENT_KINDS[config.placement]
     if model_type in REGISTRY:
         sites = _registry_sites(model, REGISTRY[model_type], kinds)
     else:
@@ -121,6 +143,21 @@ def _registry_sites(model: nn.Module, patterns: dict[str, str], kinds: tuple[str
         for kind in kinds:
             if re.search(patterns[kind], name):
                 sites.append(Site(name, kind, output_width(module)))
+    return sites
+
+
+def _pfeiffer_sites(model: nn.Module, blocks: list[str], model_type: str | None) -> list[Site]:
+    """One SeqBn site per block, from ``PFEIFFER_REGISTRY``; refused on any other model."""
+    if model_type not in PFEIFFER_REGISTRY:
+        raise TargetModuleError(
+            f"placement='pfeiffer' (AdapterHub's SeqBn) needs each block's residual input and "
+            f"LayerNorm, so it is defined per architecture, and {model_type or type(model).__name__} "
+            f"is not one of {', '.join(sorted(PFEIFFER_REGISTRY))}. Use placement='houlsby-ffn' "
+            "(one adapter on the feed-forward output) or placement='houlsby'")
+    pattern, kind = PFEIFFER_REGISTRY[model_type]
+    hidden = _hidden_size(model)
+    sites = [Site(name, kind, hidden) for name, _ in model.named_modules() if re.search(pattern, name)]
+    _check_every_block_adapted(model, blocks, sites, (kind,), model_type)
     return sites
 
 

@@ -1,8 +1,9 @@
 """What each way of fine-tuning costs on one model and one batch, side by side in one run.
 
-Variants: adaptkit Houlsby and Pfeiffer adapters (m=64), full fine-tuning, top-2 retraining, PEFT
-LoRA (r=8), and AdapterHub's ``adapters`` (DoubleSeqBnConfig and SeqBnConfig at the same m=64).
-AdapterHub pins transformers 4.57, so its variants run in a virtualenv this script creates
+Variants: adaptkit Houlsby, Pfeiffer (AdapterHub's SeqBn placement) and houlsby-ffn adapters
+(m=64; houlsby-ffn, a Houlsby adapter on the feed-forward output, was called "pfeiffer" before
+that name came to compute SeqBn, and has no AdapterHub pair), full fine-tuning, top-2 retraining, PEFT LoRA (r=8), and AdapterHub's ``adapters`` (DoubleSeqBnConfig
+and SeqBnConfig at the same m=64). AdapterHub pins transformers 4.57, so its variants run in a virtualenv this script creates
 (``--venv``, with ``adapters==1.3.0`` and ``transformers==4.57.6`` from PyPI over this
 environment's torch).
 
@@ -42,6 +43,7 @@ DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "efficiency.json"
 ADAPTERHUB_REQUIREMENTS = ["adapters==1.3.0", "transformers==4.57.6"]
 BATCH, SEQ_LEN, THREADS, WARMUP, SIZE = 32, 128, 2, 2, 64
 # The -frozen-ln variants train what AdapterHub's train_adapter trains (adapters + head): like for like.
+# adaptkit's "pfeiffer" computes AdapterHub's SeqBn; houlsby-ffn (the old "pfeiffer") has no pair.
 ADAPTERHUB_PAIRS = {"adaptkit-houlsby-64": "adapterhub-double-seq-bn-64",
                     "adaptkit-pfeiffer-64": "adapterhub-seq-bn-64",
                     "adaptkit-houlsby-64-frozen-ln": "adapterhub-double-seq-bn-64",
@@ -115,11 +117,14 @@ VARIANTS: dict[str, Callable[[], tuple[Callable, Callable, Callable]]] = {
     "top-2": lambda: adaptkit_method(name="top-k", top_k=2),
     "lora-r8": lambda: adaptkit_method(name="lora", lora_rank=8),
     "adaptkit-houlsby-64": lambda: adaptkit_method(name="adapter", placement="houlsby", size=SIZE),
+    "adaptkit-houlsby-ffn-64": lambda: adaptkit_method(name="adapter", placement="houlsby-ffn", size=SIZE),
     "adaptkit-pfeiffer-64": lambda: adaptkit_method(name="adapter", placement="pfeiffer", size=SIZE),
     "adaptkit-houlsby-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="houlsby", size=SIZE,
                                                              train_layernorms=False),
-    "adaptkit-pfeiffer-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="pfeiffer", size=SIZE,
+    "adaptkit-houlsby-ffn-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="houlsby-ffn", size=SIZE,
                                                               train_layernorms=False),
+    "adaptkit-pfeiffer-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="pfeiffer", size=SIZE,
+                                                           train_layernorms=False),
     "adapterhub-double-seq-bn-64": lambda: adapterhub_method("DoubleSeqBnConfig"),
     "adapterhub-seq-bn-64": lambda: adapterhub_method("SeqBnConfig"),
 }
@@ -264,9 +269,10 @@ NOTES = [
     "variants (train_layernorms=False) train adapters and head, as AdapterHub's train_adapter does once its "
     "classifier is unfrozen, so those pairs compare like with like; PEFT LoRA (r=8, alpha 16, query/value) "
     "trains LoRA and the head; top-2 trains the top two blocks and the head.",
-    "The designs differ beyond the trainable set: adaptkit's adapter is h + up(gelu(down(h))) on the projection's "
-    "output before the residual add and LayerNorm; AdapterHub's SeqBn/DoubleSeqBn defaults use relu/swish and "
-    "their own LayerNorm and residual ordering.",
+    "Placements: adaptkit's houlsby computes DoubleSeqBn's and its pfeiffer SeqBn's (inside the feed-forward "
+    "LayerNorm; benchmarks/adapterhub_compat.py checks both against AdapterHub's outputs); houlsby-ffn, the old "
+    "'pfeiffer', is a Houlsby adapter on the feed-forward output only and has no AdapterHub pair. adaptkit's variants "
+    "here keep its default gelu and init (AdapterHub's defaults: relu/swish, BERT init), which cost the same.",
     "Peak memory is the training process's peak RSS (VmHWM) after the timed steps: interpreter, libraries and "
     "frozen weights included, so AdapterHub's older transformers counts too; training_memory_bytes in the JSON is "
     "what the steps added over the loaded model.",

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep import PRESETS, done_keys  # noqa: E402
 
 SETTINGS = ("lr", "epochs")  # run settings a preset may sweep for one method
-FAMILY_ORDER = ["full", "top-k", "layernorm", "adapter-houlsby", "adapter-houlsby-frozen-ln", "adapter-pfeiffer",
-                "adapter-pfeiffer-frozen-ln", "lora", "scratch"]
+FAMILY_ORDER = ["full", "top-k", "layernorm", "adapter-houlsby", "adapter-houlsby-frozen-ln", "adapter-houlsby-ffn",
+                "adapter-houlsby-ffn-frozen-ln", "lora", "scratch"]
 
 
 def settings_apart(rows: list[dict]) -> None:

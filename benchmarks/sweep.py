@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the glue_tasks the runs use (their PYTHONPATH), installed or not
+from adaptkit.config import PLACEMENT_VERSION, RENAMED_PLACEMENTS  # noqa: E402
 from glue_tasks.ledger import append_line, done_keys  # noqa: E402
 from glue_tasks.methods import MethodSpec  # noqa: E402
 CLASSIFICATION = ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -49,10 +50,14 @@ class Run:
     @property
     def key(self) -> str:
         """The run's settings as JSON. batch_size came later: at its default of 32 it stays out of
-        the key, so that results recorded before it existed still count as done."""
+        the key, so that results recorded before it existed still count as done. A "pfeiffer"
+        adapter's key carries the placement semantics version: before version 2 that name meant
+        today's "houlsby-ffn", and such results must not count for the new placement."""
         fields = asdict(self)
         if fields["batch_size"] == 32:
             del fields["batch_size"]
+        if self.method.get("placement") in RENAMED_PLACEMENTS:
+            fields["placement_version"] = PLACEMENT_VERSION
         return json.dumps(fields, sort_keys=True)
 
     @property
@@ -108,7 +113,7 @@ def cpu_small() -> Preset:
     methods = [({"name": "full"}, lrs["full"]), ({"name": "top-k", "top_k": 0}, lrs["top-0"])]
     methods += [({"name": "top-k", "top_k": k}, lrs["top-k"]) for k in (1, 2, 3)]
     methods += [({"name": "layernorm"}, lrs["layernorm"])]
-    methods += [(adapter(m), lrs["adapter"]) for m in (8, 64, 256)] + [(adapter(64, "pfeiffer"), lrs["adapter"])]
+    methods += [(adapter(m), lrs["adapter"]) for m in (8, 64, 256)] + [(adapter(64, "houlsby-ffn"), lrs["adapter"])]
     methods += [({"name": "lora", "lora_rank": 8}, lrs["lora"]), ({"name": "scratch"}, lrs["scratch"])]
     seeds = {"rte": 3, "mrpc": 3, "cola": 3, "stsb": 1, "sst2": 1}  # 3 where the spread matters
     runs = []
@@ -127,11 +132,11 @@ def cpu_small() -> Preset:
 def cpu_small_lr() -> Preset:
     """Is it the method or its learning rate? cpu-small's light methods on STS-B at the paper's
     neighbours of 1e-3 (its grid is {3e-5, 3e-4, 3e-3}), where they fell furthest behind."""
-    methods = [adapter(64), adapter(256), adapter(64, "pfeiffer"), {"name": "lora", "lora_rank": 8}]
+    methods = [adapter(64), adapter(256), adapter(64, "houlsby-ffn"), {"name": "lora", "lora_rank": 8}]
     lrs = (3e-4, 1e-3, 3e-3)
     runs = [Run("stsb", method, lr, 1, **SMALL_DATA) for method in methods for lr in lrs]
     return Preset(f"STS-B, seed 1, each run on {SMALL_DATA_TEXT} as in cpu-small: houlsby m=64 and 256, "
-                  "pfeiffer m=64 and LoRA r=8 at lr " + ", ".join(f"{lr:g}" for lr in lrs), runs)
+                  "houlsby-ffn m=64 and LoRA r=8 at lr " + ", ".join(f"{lr:g}" for lr in lrs), runs)
 
 
 def glue_headline() -> Preset:

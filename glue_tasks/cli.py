@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "head; lora: PEFT LoRA + head; scratch: random init, everything trained; scratch-small: a "
                              "2-layer, 128-wide model of the same type and tokenizer, random init (a from-scratch "
                              "baseline that can learn from small data)")
-    method.add_argument("--placement", choices=["houlsby", "pfeiffer"],
-                        help="adapter placement: after attention and feed-forward (houlsby, the default) or "
-                             "feed-forward only")
+    method.add_argument("--placement", choices=["houlsby", "pfeiffer", "houlsby-ffn"],
+                        help="adapter placement: after attention and feed-forward (houlsby, the default), "
+                             "AdapterHub's SeqBn (pfeiffer: BERT, RoBERTa, GPT-2) or on the feed-forward output "
+                             "only (houlsby-ffn, called pfeiffer before adaptkit's checkpoint format 3)")
     method.add_argument("--size", type=int, help="adapter bottleneck size m (default 64)")
     method.add_argument("--freeze-layernorms", action="store_true",
                         help="adapter: keep the LayerNorms frozen, as AdapterHub does; Houlsby et al. train them")

@@ -1,8 +1,8 @@
 """The fine-tuning methods compared by trainable-parameter count, all behind one interface.
 
 Each method takes a freshly loaded classifier and decides what trains:
-``adapter`` (adaptkit bottleneck adapters, houlsby or pfeiffer), ``full``, ``top-k`` (the top k
-transformer blocks and the head; k=0 is head-only), ``layernorm`` (LayerNorms and head, the
+``adapter`` (adaptkit bottleneck adapters: houlsby, pfeiffer or houlsby-ffn), ``full``,
+``top-k`` (the top k transformer blocks and the head; k=0 is head-only), ``layernorm`` (LayerNorms and head, the
 paper's ablation), ``lora`` (PEFT LoRA), ``scratch`` (same architecture, random init,
 everything trained) and ``scratch-small`` (the same model type shrunk to ``SMALL_SCRATCH``,
 random init: a from-scratch model small enough to learn from a few thousand examples, so that

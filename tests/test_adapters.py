@@ -8,6 +8,7 @@ from adaptkit.params import (
     adapter_parameter_names, base_name, head_parameter_names, layernorm_parameter_names,
     task_copy_parameter_names,
 )
+from adaptkit.targets import PFEIFFER_REGISTRY
 from tiny_models import FALLBACK_TYPES, REGISTRY_TYPES, logits, tiny_inputs, tiny_model
 
 ALL_TYPES = REGISTRY_TYPES + FALLBACK_TYPES[:3]
@@ -22,12 +23,17 @@ def loss_of(model, inputs, labels):
     return torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
 
 
-@pytest.mark.parametrize("placement", ["houlsby", "pfeiffer"])
+@pytest.mark.parametrize("placement", ["houlsby", "pfeiffer", "houlsby-ffn"])
 @pytest.mark.parametrize("model_type", ALL_TYPES)
 def test_identity_init_trainable_set_and_counts(model_type, placement):
     model = tiny_model(model_type)
     inputs = tiny_inputs(model)
     base = logits(model, inputs)
+    if placement == "pfeiffer" and model_type not in PFEIFFER_REGISTRY:
+        with pytest.raises(adaptkit.TargetModuleError, match="placement='houlsby-ffn'"):
+            adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=SIZE, placement=placement))
+        assert adaptkit.list_adapters(model) == {}
+        return
     sites = adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=SIZE, placement=placement, init="zero"),
                                  name="zero")
     assert torch.equal(logits(model, inputs), base), "zero init must be the exact identity"
@@ -38,7 +44,8 @@ def test_identity_init_trainable_set_and_counts(model_type, placement):
     torch.testing.assert_close(near, base, atol=5e-3, rtol=0)
 
     kinds = {s.kind for s in sites}
-    assert kinds == ({"attention", "ffn"} if placement == "houlsby" else {"ffn"})
+    expected = {"houlsby": {"attention", "ffn"}, "houlsby-ffn": {"ffn"}}.get(placement)
+    assert kinds == (expected or {PFEIFFER_REGISTRY[model_type][1]})
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     copies = task_copy_parameter_names(model, "near")
     assert trainable == set(adapter_parameter_names(model, "near")) | set(copies)

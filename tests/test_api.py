@@ -75,7 +75,7 @@ def test_add_with_duplicate_or_bad_name_is_refused():
 
 
 def test_config_json_roundtrip_and_reduction_factor():
-    config = adaptkit.AdapterConfig(reduction_factor=16, placement="pfeiffer", activation="tanh",
+    config = adaptkit.AdapterConfig(reduction_factor=16, placement="houlsby-ffn", activation="tanh",
                                     target_modules=None, dropout=0.1)
     again = adaptkit.AdapterConfig.from_json(config.to_json())
     assert again == config

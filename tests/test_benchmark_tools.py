@@ -109,7 +109,7 @@ def test_report_keeps_learning_rates_apart(tmp_path):
 
 
 @pytest.mark.parametrize("label, fam", [("top-3", "top-k"), ("adapter-houlsby-8", "adapter-houlsby"), ("lora-r8", "lora"),
-                                        ("adapter-pfeiffer-frozen-ln-64", "adapter-pfeiffer-frozen-ln")])
+                                        ("adapter-houlsby-ffn-frozen-ln-64", "adapter-houlsby-ffn-frozen-ln")])
 def test_families(label, fam):
     assert report.family(label) == fam
 

@@ -16,7 +16,8 @@ def tiny_model(tmp_path_factory):
     return str(write_tiny_model(tmp_path_factory.mktemp("tiny")))
 
 
-@pytest.mark.parametrize("variant", ["adaptkit-houlsby-64", "adaptkit-pfeiffer-64-frozen-ln", "top-2", "lora-r8", "full"])
+@pytest.mark.parametrize("variant", ["adaptkit-houlsby-64", "adaptkit-houlsby-ffn-64-frozen-ln", "adaptkit-pfeiffer-64",
+                                     "top-2", "lora-r8", "full"])
 def test_worker_measures_a_variant_and_its_checkpoint_reloads_exactly(variant, tiny_model, monkeypatch):
     monkeypatch.setattr(efficiency, "SIZE", 16)  # the tiny model's hidden size is 64
     result = efficiency.worker(variant, tiny_model, steps=1, inference_steps=1)

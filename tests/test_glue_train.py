@@ -46,7 +46,7 @@ def adapters_own(n, layernorms=True):
 
 @pytest.mark.parametrize("spec, expected", [
     (MethodSpec("adapter"), lambda n: ".adaptkit.adapters." in n or adapters_own(n)),
-    (MethodSpec("adapter", placement="pfeiffer"),
+    (MethodSpec("adapter", placement="houlsby-ffn"),
      lambda n: (".adaptkit.adapters." in n and "attention" not in n) or adapters_own(n)),
     (MethodSpec("adapter", train_layernorms=False),
      lambda n: ".adaptkit.adapters." in n or adapters_own(n, layernorms=False)),
@@ -63,7 +63,7 @@ def test_each_method_trains_exactly_its_parameters(tiny_model_dir, spec, expecte
     assert trainable_names(model)
 
 
-@pytest.mark.parametrize("spec", [MethodSpec("adapter", placement="pfeiffer", size=8, train_layernorms=False),
+@pytest.mark.parametrize("spec", [MethodSpec("adapter", placement="houlsby-ffn", size=8, train_layernorms=False),
                                   MethodSpec("top-k", top_k=2), MethodSpec("lora", lora_rank=4, lora_targets=["query"]),
                                   MethodSpec("full")])
 def test_method_flags_parse_back_into_the_same_spec(spec, tmp_path):

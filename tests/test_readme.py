@@ -24,9 +24,19 @@ def test_the_readme_has_python_examples():
     assert len(EXAMPLES) >= 3
 
 
+@pytest.fixture(scope="module")
+def adapterhub_env(tmp_path_factory):
+    """An AdapterHub folder (a committed fixture) and its base, for "Coming from AdapterHub"."""
+    from test_adapterhub import FIXTURES, base_of
+    folder = FIXTURES / "adapterhub_bert_seq_bn"
+    base = tmp_path_factory.mktemp("adapterhub-base")
+    base_of(folder).save_pretrained(base)
+    return {"ADAPTKIT_README_ADAPTERHUB": str(folder), "ADAPTKIT_README_ADAPTERHUB_BASE": str(base)}
+
+
 @pytest.mark.parametrize("index", range(len(EXAMPLES)))
-def test_readme_python_example_runs(index, tiny_model_dir, tmp_path):
-    env = {**os.environ, "ADAPTKIT_README_MODEL": str(tiny_model_dir), "HF_HUB_OFFLINE": "1"}
+def test_readme_python_example_runs(index, tiny_model_dir, adapterhub_env, tmp_path):
+    env = {**os.environ, "ADAPTKIT_README_MODEL": str(tiny_model_dir), "HF_HUB_OFFLINE": "1", **adapterhub_env}
     done = subprocess.run([sys.executable, "-c", EXAMPLES[index]], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

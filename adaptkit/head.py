@@ -1,0 +1,87 @@
+"""An adapter's own classification head (AdapterHub's), run on the base model's output.
+
+An AdapterHub checkpoint trains its head with its adapter; on transformers 5 the head goes with
+the adaptkit adapter: loaded onto the bare base model (``AutoModel``), the adapter's head adds
+``logits`` to the model's output while the adapter runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.activations import get_activation
+from transformers.utils import ModelOutput
+
+from .errors import AdapterError
+from .layer import AdapterSlot
+
+HEAD_FIELDS = {"type", "num_labels", "layers", "activation", "token", "dropout", "bias"}
+#: Where the head reads the sequence: the first token (BERT, RoBERTa), the pooler's output, or
+#: the last token that is not padding (GPT-2).
+TOKENS = ("first", "pooler", "last")
+
+
+class ClassificationHead(nn.Sequential):
+    """dropout -> Linear(d, d) -> activation -> ... -> dropout -> Linear(d, labels), module for
+    module as AdapterHub builds it, so that its weight names load unchanged."""
+
+    def __init__(self, hidden_size: int, spec: dict[str, Any], device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None, initialise: bool = True) -> None:
+        modules: list[nn.Module] = []
+        for layer in range(spec["layers"]):
+            modules.append(nn.Dropout(spec["dropout"]))
+            if layer < spec["layers"] - 1:
+                modules.append(nn.Linear(hidden_size, hidden_size, device=device, dtype=dtype))
+                if spec["activation"]:
+                    modules.append(get_activation(spec["activation"]))
+            else:
+                modules.append(nn.Linear(hidden_size, spec["num_labels"], bias=spec["bias"],
+                                         device=device, dtype=dtype))
+        super().__init__(*modules)
+        self.token = spec["token"]
+        if initialise:
+            with torch.no_grad():
+                for linear in (m for m in self if isinstance(m, nn.Linear)):
+                    nn.init.normal_(linear.weight, std=0.02)
+                    if linear.bias is not None:
+                        nn.init.zeros_(linear.bias)
+
+    def read(self, output: ModelOutput, input_ids: torch.Tensor | None, pad_token_id: int | None) -> torch.Tensor:
+        """The vector per sequence the head classifies, where AdapterHub reads it."""
+        hidden = output[0]
+        if self.token == "first":
+            return hidden[:, 0]
+        if self.token == "pooler":
+            if output.get("pooler_output") is None:
+                raise AdapterError("this head reads the pooler's output (AdapterHub's use_pooler), but the "
+                                   "model returned none: load the base with its pooler (add_pooling_layer)")
+            return output["pooler_output"]
+        if pad_token_id is None or input_ids is None:
+            return hidden[:, -1]
+        last = torch.ne(input_ids, pad_token_id).sum(-1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)]
+
+
+class HeadSlot(AdapterSlot):
+    """Holds the adapters' heads on the model itself; the routed adapter's head adds ``logits``."""
+
+    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        return [module.register_forward_hook(self.hook, with_kwargs=True)]
+
+    def hook(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        if self.rows is not None and self.rows.groups:
+            raise AdapterError("per_example_adapters does not run adapters' own heads (AdapterHub "
+                               "heads): run one adapter at a time")
+        if self.rows is not None or self.active is None:
+            return output
+        if not isinstance(output, ModelOutput):
+            raise AdapterError("an adapter with its own head needs the model's output as a ModelOutput, "
+                               "to add its logits: call the model with return_dict=True")
+        head = self.adapters[self.active]
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        pad = getattr(getattr(module, "config", None), "pad_token_id", None)
+        features = head.read(output, input_ids, pad)
+        output["logits"] = head(features.to(head[1].weight.dtype)).to(features.dtype)
+        return output
