@@ -127,7 +127,7 @@ def summary_markdown(summary: dict) -> str:
     lines = [f"# compare: {summary['task']}", "",
              f"{settings.get('max_train_samples') or 'all'} training examples, max length {settings['max_length']}, "
              f"{settings['epochs']} epochs at batch {settings['batch_size']}, seeds {settings['seeds']}; "
-             f"model {settings['model']}. Learning rates chosen per method on a held-out {TUNE_FRACTION:.0%} of "
+             f"model {settings.get('model', 'default')}. Learning rates chosen per method on a held-out {TUNE_FRACTION:.0%} of "
              "the training rows, and each run keeps its last epoch: nothing is chosen on the dev set. Task score "
              f"({summary['metric']}) ×100 on the dev set, mean ± std over seeds." + _per_class(cells), "",
              "| method | lr | trainable params | dev score | vs scratch-small (95% interval) | run time |",

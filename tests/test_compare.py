@@ -46,6 +46,7 @@ def test_compare_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     assert all(set(line["dev_predictions"]) == {"validation"} for line in grid)
     assert all(sum(line["train_label_counts"].values()) == line["train_examples"] for line in grid)
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["model"] == str(tiny_model_dir)  # the resolved model, also when it is the default
     for method, entry in summary["learning_rates"].items():
         tried = {float(lr): score for lr, score in entry["tried"].items()}
         assert tried[entry["chosen"]] == max(tried.values())
