@@ -195,14 +195,14 @@ def _train_config(args: argparse.Namespace):
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in ignored)
         raise ValueError(f"{flags} does not apply to --method {args.method}; drop it, or choose the method it "
                          "belongs to (--size/--placement: adapter, --top-k: top-k, --lora-*: lora)")
-    fields = {k: v for k, v in vars(args).items()
-              if k in TrainConfig.__dataclass_fields__ and k != "method"}
-    return TrainConfig(method=spec, **fields)
+    return TrainConfig(method=spec, **_config_fields(args, "method"))
 
 
-_SHARED_FIELDS = ("task", "data_dir", "model", "max_length", "skip_bad_rows", "permute_vocabulary", "cpu", "trust_remote_code",
-                  "train_file", "dev_file", "dev_fraction", "text_columns", "label_column", "regression", "metric",
-                  "epochs", "batch_size", "max_train_samples", "ce_weight", "mixed_precision")
+def _config_fields(args: argparse.Namespace, *leave_out: str) -> dict:
+    """The parsed flags that are TrainConfig fields, by the dataclass's own field list."""
+    from .train import TrainConfig
+
+    return {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k not in leave_out}
 
 
 def _compare_plan(args: argparse.Namespace):
@@ -212,7 +212,7 @@ def _compare_plan(args: argparse.Namespace):
     from .train import TrainConfig
 
     preset = QUICK if args.preset == "quick" else {}
-    base = {name: getattr(args, name) for name in _SHARED_FIELDS}
+    base = _config_fields(args, "output_dir")  # each run has its own folder
     for name in ("max_train_samples", "max_length"):  # the preset fills what the command line leaves unset
         if base[name] is None:
             base[name] = preset.get(name, 128 if name == "max_length" else None)
