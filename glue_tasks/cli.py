@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid = compare.add_argument_group("what to compare")
     grid.add_argument("--preset", choices=["quick"],
                       help="quick: " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())
-                           + " (SST-2: 13.9 min on 2 CPU cores, measured)")
+                           + " (SST-2: 13.8 min on 2 CPU cores, measured)")
     grid.add_argument("--methods", nargs="+", metavar="METHOD",
                       help="default: " + " ".join(CANDIDATES) + "; also " + " ".join(EXTRA_CANDIDATES))
     grid.add_argument("--losses", nargs="+", choices=LOSSES,
