@@ -94,7 +94,8 @@ def load_adapterhub(model: nn.Module, directory: str | Path, name: str | None = 
     weights = _load_tensors(directory, SAFE_WEIGHTS, WEIGHTS)
     config = AdapterConfig(reduction_factor=reduction, activation=activation, init="bert",
                            dropout=float(ah_config.get("dropout", 0.0)), train_layernorms=False,
-                           train_head=False, placement=_placement(ah_config, seq_bn))
+                           train_head=False, placement=_placement(ah_config, seq_bn),
+                           leave_out=sorted({int(i) for i in ah_config.get("leave_out") or []}) or None)
     sites, tensors = _adapter_tensors(model, model_type, config, ah_config, weights, meta, directory)
     head_folder = directory if load_head and (directory / HEAD_CONFIG).is_file() else None
     if head_folder is not None:
@@ -231,8 +232,7 @@ def _adapter_tensors(model: nn.Module, model_type: str, config: AdapterConfig, a
             raise CheckpointError(f"{path}: tensor {key!r} is not a {model_type} bottleneck adapter weight of "
                                   f"adapter {meta.get('name')!r}; re-save the adapter with AdapterHub's save_adapter")
         found.setdefault((int(match.group(1)), location), {})[match.group(4)] = value
-    leave_out = {int(i) for i in ah_config.get("leave_out") or []}
-    expected = {(i, loc) for i in range(len(blocks)) if i not in leave_out
+    expected = {(i, loc) for i in range(len(blocks)) if config.adapts_block(i, len(blocks))
                 for loc in ("mh_adapter", "output_adapter") if ah_config.get(loc)}
     if set(found) != expected:
         extra, missing = sorted(set(found) - expected), sorted(expected - set(found))

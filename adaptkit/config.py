@@ -36,7 +36,15 @@ class AdapterConfig:
         zero biases: AdapterHub's default).
     AdapterHub's defaults by name: ``AdapterConfig.seq_bn()`` and ``AdapterConfig.double_seq_bn()``
         (reduction factor 16, init "bert", activation relu and swish).
+    layers / leave_out: the blocks that get adapters (AdapterDrop, Rücklé et al. 2021), by
+        index within each stack of blocks, 0 the lowest: ``layers`` lists the adapted blocks
+        (negative counts from the top: ``[-3, -2, -1]`` is the top three), ``leave_out`` the
+        others, with AdapterHub's meaning; give at most one. LayerNorms below the lowest adapted
+        block (the embeddings' included) then stay frozen, so those blocks run without autograd.
     train_layernorms / train_head: train every LayerNorm and the task head, as in Houlsby et al.
+    train_embedding_norm: with ``train_layernorms``, also train the embeddings' LayerNorm (the
+        paper's setting). False is a departure from the paper that saves autograd through the
+        first block's attention, the only trained tensor below block 0's first adapter.
     train_vocab_head: also train an untied vocabulary projection (a causal LM's ``lm_head``);
         off by default: it is no task head and can hold more parameters than all adapters.
     head: the adapter's own classification head on a bare base model (AdapterHub's, as
@@ -54,7 +62,10 @@ class AdapterConfig:
     init: str = "houlsby"
     init_std: float = 1e-2
     dropout: float = 0.0
+    layers: list[int] | None = None
+    leave_out: list[int] | None = None
     train_layernorms: bool = True
+    train_embedding_norm: bool = True
     train_head: bool = True
     train_vocab_head: bool = False
     keep_fp32: bool = True
@@ -81,7 +92,14 @@ class AdapterConfig:
             self.target_modules = list(self.target_modules)
         if not 0.0 <= self.dropout < 1.0:
             raise AdapterConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        for flag in ("train_layernorms", "train_head", "train_vocab_head", "keep_fp32"):
+        self.layers = _check_block_list("layers", self.layers)
+        self.leave_out = _check_block_list("leave_out", self.leave_out)
+        if self.layers is not None and self.leave_out is not None:
+            raise AdapterConfigError("give layers (the blocks to adapt) or leave_out (the blocks to skip), not both")
+        if (self.layers is not None or self.leave_out is not None) and self.target_modules is not None:
+            raise AdapterConfigError("layers/leave_out choose blocks of the preset placement; with "
+                                     "target_modules, name only the projections to adapt instead")
+        for flag in ("train_layernorms", "train_embedding_norm", "train_head", "train_vocab_head", "keep_fp32"):
             if not isinstance(getattr(self, flag), bool):
                 raise AdapterConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         if self.head is not None:
@@ -121,6 +139,12 @@ class AdapterConfig:
         if self.size is not None:
             return self.size
         return max(1, int(hidden_size // self.reduction_factor))
+
+    def adapts_block(self, index: int, stack_size: int) -> bool:
+        """Whether block ``index`` (0 the lowest) of a stack of ``stack_size`` blocks gets adapters."""
+        if self.layers is not None:
+            return index in {i % stack_size for i in self.layers}
+        return self.leave_out is None or index not in self.leave_out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -164,6 +188,23 @@ def _check_head(head: Any) -> None:
     for key in ("num_labels", "layers"):
         if not isinstance(head[key], int) or head[key] < 1:
             raise AdapterConfigError(f"head {key} must be a positive integer, got {head[key]!r}")
+
+
+def _check_block_list(name: str, value: Any) -> list[int] | None:
+    """A list of distinct block indices (``range`` and tuples accepted), or None."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise AdapterConfigError(f"{name} must be a list of block indices, e.g. [4, 5], got {value!r}")
+    indices = list(value)
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in indices) or len(set(indices)) != len(indices):
+        raise AdapterConfigError(f"{name} must list distinct integer block indices, got {value!r}")
+    if name == "layers" and not indices:
+        raise AdapterConfigError("layers=[] adapts no block; give at least one index, or None for every block")
+    if name == "leave_out" and any(i < 0 for i in indices):
+        raise AdapterConfigError(f"leave_out counts blocks from 0 (AdapterHub's meaning), got {indices}; "
+                                 "to count from the top use layers=[-k, ..., -1]")
+    return indices
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -15,7 +15,7 @@ from transformers.activations import get_activation
 from transformers.utils import ModelOutput
 
 from .errors import AdapterError
-from .layer import AdapterSlot
+from .layer import AdapterSlot, UninitialisedLinear
 
 HEAD_FIELDS = {"type", "num_labels", "layers", "activation", "token", "dropout", "bias"}
 #: Where the head reads the sequence: the first token (BERT, RoBERTa), the pooler's output, or
@@ -33,12 +33,12 @@ class ClassificationHead(nn.Sequential):
         for layer in range(spec["layers"]):
             modules.append(nn.Dropout(spec["dropout"]))
             if layer < spec["layers"] - 1:
-                modules.append(nn.Linear(hidden_size, hidden_size, device=device, dtype=dtype))
+                modules.append(UninitialisedLinear(hidden_size, hidden_size, device=device, dtype=dtype))
                 if spec["activation"]:
                     modules.append(get_activation(spec["activation"]))
             else:
-                modules.append(nn.Linear(hidden_size, spec["num_labels"], bias=spec["bias"],
-                                         device=device, dtype=dtype))
+                modules.append(UninitialisedLinear(hidden_size, spec["num_labels"], bias=spec["bias"],
+                                                   device=device, dtype=dtype))
         super().__init__(*modules)
         self.token = spec["token"]
         if initialise:

@@ -18,6 +18,15 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+class UninitialisedLinear(nn.Linear):
+    """An ``nn.Linear`` whose weights are left as allocated: its owner initialises them, or a
+    loader overwrites them. Skips torch's Kaiming init, which ``nn.utils.skip_init`` still runs on
+    meta tensors (half of an adapter load's time)."""
+
+    def reset_parameters(self) -> None:
+        pass
+
+
 class BottleneckAdapter(nn.Module):
     """``h + up(dropout(act(down(h))))``: 2·m·d + m + d parameters (Houlsby et al. 2019)."""
 
@@ -27,7 +36,7 @@ class BottleneckAdapter(nn.Module):
         (torch's own Linear init is always skipped: ``reset_parameters`` replaces it)."""
         super().__init__()
         bottleneck = config.bottleneck_size(hidden_size)
-        linear = partial(nn.utils.skip_init, nn.Linear, device=device, dtype=dtype)
+        linear = partial(UninitialisedLinear, device=device, dtype=dtype)
         self.down = linear(hidden_size, bottleneck)
         self.act = _ACTIVATIONS[config.activation]()
         self.dropout = nn.Dropout(config.dropout)

@@ -25,7 +25,7 @@ from .params import (
     ADAPTER_MARK, SLOT_ATTR, TASK_ATTR, TASK_MARK, has_mark, head_parameter_names, layernorm_parameter_names,
     vocab_head_parameter_names,
 )
-from .targets import HEAD, SEQ_POST_LN, Site, resolve_sites
+from .targets import HEAD, SEQ_POST_LN, Site, norms_below_adapters, resolve_sites
 
 STATE_ATTR = "_adaptkit_state"
 #: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
@@ -332,6 +332,8 @@ def adapter_entry(model: nn.Module, name: str | None = None) -> tuple[str, Adapt
 def task_parameter_names(model: nn.Module, config: AdapterConfig) -> list[str]:
     """The base parameters (LayerNorms, head) an adapter with this config has its own copy of."""
     names = layernorm_parameter_names(model) if config.train_layernorms else []
+    frozen = norms_below_adapters(model, config, names)
+    names = [n for n in names if n not in frozen]
     names += head_parameter_names(model) if config.train_head else []
     return names + (vocab_head_parameter_names(model) if config.train_vocab_head else [])
 

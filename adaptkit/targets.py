@@ -104,14 +104,80 @@ def _body_sites(model: nn.Module, config: AdapterConfig) -> list[Site]:
             "AdapterConfig(target_modules=[...]); candidates: " + _candidates(model))
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if config.placement == "pfeiffer":
-        return _pfeiffer_sites(model, blocks, model_type)
+        return _pfeiffer_sites(model, blocks, model_type, config)
     kinds = PLACEMENT_KINDS[config.placement]
     if model_type in REGISTRY:
         sites = _registry_sites(model, REGISTRY[model_type], kinds)
     else:
         sites = _structural_sites(model, blocks, _hidden_size(model), kinds)
     _check_every_block_adapted(model, blocks, sites, kinds, model_type)
-    return sites
+    return _in_chosen_blocks(blocks, sites, config)
+
+
+def _in_chosen_blocks(blocks: list[str], sites: list[Site], config: AdapterConfig) -> list[Site]:
+    """The sites in the blocks ``config.layers`` / ``leave_out`` choose (all without a choice)."""
+    if config.layers is None and config.leave_out is None:
+        return sites
+    sizes = _stack_sizes(blocks)
+    for stack, size in sizes.items():
+        low = -size if config.layers is not None else 0
+        bad = [i for i in config.layers or config.leave_out or [] if not low <= i < size]
+        if bad:
+            field = "layers" if config.layers is not None else "leave_out"
+            raise TargetModuleError(f"{field}={bad} is outside this model's {size} blocks ({stack}.0 to "
+                                    f"{stack}.{size - 1}); use indices 0..{size - 1}"
+                                    + (f" or -{size}..-1" if config.layers is not None else ""))
+        if not any(config.adapts_block(i, size) for i in range(size)):
+            raise TargetModuleError(f"leave_out={config.leave_out} leaves out every block of {stack}: no adapter "
+                                    "would remain; leave out fewer")
+    chosen = []
+    for site in sites:
+        block = _block_of(site.name, blocks)
+        stack, _, index = block.rpartition(".")
+        if config.adapts_block(int(index), sizes[stack]):
+            chosen.append(site)
+    return chosen
+
+
+def _stack_sizes(blocks: list[str]) -> dict[str, int]:
+    """Each ModuleList of blocks with its length."""
+    return Counter(block.rpartition(".")[0] for block in blocks)
+
+
+def _block_of(name: str, blocks: list[str]) -> str | None:
+    return next((b for b in blocks if (name + ".").startswith(b + ".")), None)
+
+
+def norms_below_adapters(model: nn.Module, config: AdapterConfig, names: list[str]) -> set[str]:
+    """Of these norm parameters, those that stay frozen: under the lowest adapted block of their
+    stack, and the embeddings' norm (a module named ``*emb*`` outside the blocks) when that stack's
+    block 0 has no adapter or ``train_embedding_norm`` is off. Nothing below them trains, so the
+    blocks there run without autograd."""
+    blocks = find_blocks(model) if config.target_modules is None else []
+    lowest = {stack: next(i for i in range(size) if config.adapts_block(i, size))
+              for stack, size in _stack_sizes(blocks).items()}
+    below = set()
+    for name in names:
+        module = name.rpartition(".")[0]
+        block = _block_of(module, blocks)
+        if block is not None:
+            stack, _, index = block.rpartition(".")
+            if int(index) < lowest[stack]:
+                below.add(name)
+        elif "emb" in module.lower():  # embeddings.LayerNorm, word_embeddings_layernorm, XLM's layer_norm_emb
+            stack = max(lowest, key=lambda s: len(_common_prefix(s, module)), default=None)
+            if not config.train_embedding_norm or (stack is not None and lowest[stack] > 0):
+                below.add(name)
+    return below
+
+
+def _common_prefix(a: str, b: str) -> str:
+    parts = []
+    for x, y in zip(a.split("."), b.split(".")):
+        if x != y:
+            break
+        parts.append(x)
+    return ".".join(parts)
 
 
 def find_blocks(model: nn.Module) -> list[str]:
@@ -146,7 +212,8 @@ def _registry_sites(model: nn.Module, patterns: dict[str, str], kinds: tuple[str
     return sites
 
 
-def _pfeiffer_sites(model: nn.Module, blocks: list[str], model_type: str | None) -> list[Site]:
+def _pfeiffer_sites(model: nn.Module, blocks: list[str], model_type: str | None,
+                    config: AdapterConfig) -> list[Site]:
     """One SeqBn site per block, from ``PFEIFFER_REGISTRY``; refused on any other model."""
     if model_type not in PFEIFFER_REGISTRY:
         raise TargetModuleError(
@@ -158,7 +225,7 @@ def _pfeiffer_sites(model: nn.Module, blocks: list[str], model_type: str | None)
     hidden = _hidden_size(model)
     sites = [Site(name, kind, hidden) for name, _ in model.named_modules() if re.search(pattern, name)]
     _check_every_block_adapted(model, blocks, sites, (kind,), model_type)
-    return sites
+    return _in_chosen_blocks(blocks, sites, config)
 
 
 def _structural_sites(model: nn.Module, blocks: list[str], hidden: int,

@@ -42,6 +42,7 @@ DEFAULT_VENV = ROOT / ".venv-adapterhub"
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "efficiency.json"
 ADAPTERHUB_REQUIREMENTS = ["adapters==1.3.0", "transformers==4.57.6"]
 BATCH, SEQ_LEN, THREADS, WARMUP, SIZE = 32, 128, 2, 2, 64
+LOAD_REPEATS = 5  # timed loads per process, each onto a freshly built base, after one untimed
 # The -frozen-ln variants train what AdapterHub's train_adapter trains (adapters + head): like for like.
 # adaptkit's "pfeiffer" computes AdapterHub's SeqBn; houlsby-ffn (the old "pfeiffer") has no pair.
 ADAPTERHUB_PAIRS = {"adaptkit-houlsby-64": "adapterhub-double-seq-bn-64",
@@ -49,6 +50,9 @@ ADAPTERHUB_PAIRS = {"adaptkit-houlsby-64": "adapterhub-double-seq-bn-64",
                     "adaptkit-houlsby-64-frozen-ln": "adapterhub-double-seq-bn-64",
                     "adaptkit-pfeiffer-64-frozen-ln": "adapterhub-seq-bn-64"}
 TARGET_VS_ADAPTERHUB = 1.0
+#: The same adapter on both sides, without head and LayerNorms: only the checkpoint load is compared.
+LOAD_PAIR = ("adaptkit-houlsby-64-adapter-only", "adapterhub-double-seq-bn-64")
+TARGET_LOAD_VS_ADAPTERHUB = 1.3
 
 
 # --------------------------------------------------------------------------- worker side
@@ -80,6 +84,25 @@ def adaptkit_method(**spec: Any) -> tuple[Callable, Callable, Callable]:
         fresh = base_model(path)
         started = time.perf_counter()
         fresh = restore_trained(fresh, spec["name"], directory)
+        return fresh, time.perf_counter() - started
+    return prepare, save, load
+
+
+def adaptkit_library_method(**fields: Any) -> tuple[Callable, Callable, Callable]:
+    """prepare / save / load through adaptkit's own API (``save_adapter`` / ``load_adapter``)."""
+    import adaptkit
+
+    def prepare(model):
+        adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=SIZE, **fields), name="bench")
+        return model
+
+    def save(model, directory: Path) -> None:
+        adaptkit.save_adapter(model, directory)
+
+    def load(path: str, directory: Path):
+        fresh = base_model(path)
+        started = time.perf_counter()
+        adaptkit.load_adapter(fresh, directory)
         return fresh, time.perf_counter() - started
     return prepare, save, load
 
@@ -125,6 +148,7 @@ VARIANTS: dict[str, Callable[[], tuple[Callable, Callable, Callable]]] = {
                                                               train_layernorms=False),
     "adaptkit-pfeiffer-64-frozen-ln": lambda: adaptkit_method(name="adapter", placement="pfeiffer", size=SIZE,
                                                            train_layernorms=False),
+    "adaptkit-houlsby-64-adapter-only": lambda: adaptkit_library_method(train_layernorms=False, train_head=False),
     "adapterhub-double-seq-bn-64": lambda: adapterhub_method("DoubleSeqBnConfig"),
     "adapterhub-seq-bn-64": lambda: adapterhub_method("SeqBnConfig"),
 }
@@ -164,7 +188,8 @@ def worker(variant: str, path: str, steps: int, inference_steps: int) -> dict[st
     with tempfile.TemporaryDirectory() as tmp:
         save(model, Path(tmp))
         files = {str(f.relative_to(tmp)): f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()}
-        loaded, load_seconds = load(path, Path(tmp))
+        load_seconds = [load(path, Path(tmp))[1] for _ in range(1 + LOAD_REPEATS)][1:]
+        loaded = load(path, Path(tmp))[0]
     with torch.inference_mode():
         reloaded_matches = torch.allclose(loaded.eval()(**inputs).logits, expected, atol=1e-5)
     return {"variant": variant, "transformers": transformers.__version__,
@@ -212,7 +237,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "training_memory_bytes": statistics.median(r["peak_rss_after_steps_bytes"]
                                                        - r["peak_rss_after_load_bytes"] for r in rounds),
             "checkpoint_bytes": first["checkpoint_bytes"], "checkpoint_files": first["checkpoint_files"],
-            "load_s": statistics.median(r["load_s"] for r in rounds),
+            "load_s": statistics.median(statistics.median(r["load_s"]) for r in rounds),
             "reloaded_model_matches": all(r["reloaded_model_matches"] for r in rounds), "rounds": rounds}
 
 
@@ -222,7 +247,7 @@ METRICS = {"train_step_s": "train step", "peak_rss_bytes": "peak memory", "infer
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"vs_full": {v: {m: round(r[m] / results["full"][m], 4) for m in METRICS}
-                                       for v, r in results.items()}}
+                                       for v, r in results.items()} if "full" in results else {}}
     out["adaptkit_vs_adapterhub"] = {}
     for ours, theirs in ADAPTERHUB_PAIRS.items():
         if ours in results and theirs in results:
@@ -232,6 +257,12 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                         "meets_target": results[ours][m] / results[theirs][m] <= TARGET_VS_ADAPTERHUB}
                        if m in ("train_step_s", "peak_rss_bytes", "inference_s") else {})}
                 for m in METRICS}
+    ours, theirs = LOAD_PAIR
+    if ours in results and theirs in results:
+        value = results[ours]["load_s"] / results[theirs]["load_s"]
+        out["load_vs_adapterhub"] = {"pair": f"{ours} / {theirs}", "value": round(value, 4),
+                                     "target": TARGET_LOAD_VS_ADAPTERHUB,
+                                     "meets_target": value <= TARGET_LOAD_VS_ADAPTERHUB}
     return out
 
 
@@ -247,11 +278,11 @@ def markdown(report: dict[str, Any]) -> str:
              "step / full | memory / full | reloads exactly |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name in (v for v in VARIANTS if v in results):  # the JSON keeps its keys sorted
-        r, vs = results[name], rat["vs_full"][name]
+        r, vs = results[name], rat["vs_full"].get(name)
+        versus = f"{vs['train_step_s']:.2f} | {vs['peak_rss_bytes']:.2f}" if vs else "– | –"
         lines.append(f"| {name} | {r['trainable_parameters']:,} | {r['train_step_s']:.2f} s | "
                      f"{r['peak_rss_bytes'] / 2**20:,.0f} MiB | {1000 * r['inference_s']:.0f} ms | "
-                     f"{r['checkpoint_bytes'] / 1e6:.2f} MB | {1000 * r['load_s']:.0f} ms | "
-                     f"{vs['train_step_s']:.2f} | {vs['peak_rss_bytes']:.2f} | "
+                     f"{r['checkpoint_bytes'] / 1e6:.2f} MB | {1000 * r['load_s']:.1f} ms | {versus} | "
                      f"{'yes' if r['reloaded_model_matches'] else 'NO'} |")
     if rat["adaptkit_vs_adapterhub"]:
         lines += ["", "## adaptkit / AdapterHub (target ≤ 1.0 for step time, memory and inference)", "",
@@ -260,6 +291,10 @@ def markdown(report: dict[str, Any]) -> str:
             cells = [f"{v['value']:.3f}" + ("" if "target" not in v else (" ✓" if v["meets_target"] else " ✗"))
                      for v in (values[m] for m in METRICS)]
             lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+    if "load_vs_adapterhub" in rat:
+        load = rat["load_vs_adapterhub"]
+        lines += ["", f"Checkpoint load, {load['pair']} (the same adapter, no head or LayerNorms): "
+                      f"{load['value']:.2f} (target ≤ {load['target']}: {'met' if load['meets_target'] else 'missed'})"]
     lines += ["", "Notes:", *[f"- {n}" for n in report["notes"]]]
     return "\n".join(lines) + "\n"
 
@@ -276,8 +311,10 @@ NOTES = [
     "Peak memory is the training process's peak RSS (VmHWM) after the timed steps: interpreter, libraries and "
     "frozen weights included, so AdapterHub's older transformers counts too; training_memory_bytes in the JSON is "
     "what the steps added over the loaded model.",
-    "Checkpoint load: onto a freshly built base (not timed), except full fine-tuning, whose load is the whole "
-    "from_pretrained. adaptkit's load checks the base fingerprint and the file's sha256 first. "
+    f"Checkpoint load: the median of {LOAD_REPEATS} loads per process (after one untimed), each onto a freshly "
+    "built base (not timed), except full fine-tuning, whose load is the whole from_pretrained. "
+    "adaptkit-houlsby-64-adapter-only is the adapter alone (no head, no LayerNorms), saved and loaded with "
+    "adaptkit.save_adapter / load_adapter: AdapterHub's DoubleSeqBn checkpoint holds the same tensors. adaptkit's load checks the base fingerprint and the file's sha256 first. "
     "'Reloads exactly' compares the reloaded model's logits with the trained one's.",
     "Checkpoint contents: adaptkit holds adapters + LayerNorms + head; AdapterHub holds its adapters (no head, "
     "since a plain HF classifier is not an AdapterHub head); PEFT holds LoRA + head; top-2 the trained tensors.",
@@ -292,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inference-steps", type=int, default=10, help="timed forwards per process (default 10)")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="the AdapterHub virtualenv")
     parser.add_argument("--no-adapterhub", action="store_true", help="skip the AdapterHub variants")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="VARIANT",
+                        help="run only these (default: all): " + ", ".join(VARIANTS))
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="JSON results; a .md table is written beside it")
     parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
@@ -309,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     from glue_tasks.train import default_model
 
     path = args.model or default_model()
-    variants = [v for v in VARIANTS if not (args.no_adapterhub and v.startswith("adapterhub"))]
+    variants = [v for v in args.variants or VARIANTS if not (args.no_adapterhub and v.startswith("adapterhub"))]
     python = {v: Path(sys.executable) for v in variants}
     if not args.no_adapterhub:
         venv_python = ensure_venv(args.venv)

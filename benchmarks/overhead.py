@@ -1,4 +1,5 @@
-"""Measure what bottleneck adapters cost and save on all-MiniLM-L6-v2 (CPU).
+"""Measure what bottleneck adapters cost and save on all-MiniLM-L6-v2 (CPU): the paper's setting,
+the price of its trainable LayerNorms, and adapters in the top blocks only (AdapterDrop).
 
 Time is compared inside one process with the variants interleaved step by step (A B, B A, ...),
 because on a small shared machine the same step varies by ±15% between processes but much less
@@ -46,9 +47,32 @@ QUIET_CORES = 0.2  # other processes' CPU use, in cores, below which a round cou
 MEMORY_STEPS = 3
 TRAIN_SIZE = 64
 INFERENCE_SIZES = {"m24": {"reduction_factor": 16}, "m64": {"size": 64}}
+BOOTSTRAP = 10_000
 TARGETS = {"train_step_time": 0.70, "inference_latency_m24": 1.05,
-           "inference_latency_m64": 1.12, "train_peak_memory": 0.85}
-MEMORY_VARIANTS = ("full", "houlsby64")
+           "inference_latency_m64": 1.12, "train_peak_memory": 0.85,
+           "layernorm_price": 1.05, "train_step_time_top3": 0.60}
+#: What trains in each timed variant: full fine-tuning, or the adaptkit adapter config's fields.
+#: "houlsby64" is the paper's setting (every LayerNorm trains, the embeddings' included).
+TRAIN_VARIANTS: dict[str, dict[str, Any] | None] = {
+    "full": None,
+    "houlsby64": {},
+    "houlsby64-frozen-emb-ln": {"train_embedding_norm": False},  # a departure from the paper
+    "houlsby64-frozen-ln": {"train_layernorms": False},  # AdapterHub's default
+    **{f"houlsby64-top{k}": {"layers": list(range(-k, 0))} for k in (4, 3, 2)},  # AdapterDrop-style
+}
+#: (name, numerator, denominator, what) of the training ratios, each with a bootstrap interval.
+TRAIN_RATIOS = [
+    ("train_step_time", "houlsby64", "full", f"median train step, houlsby m={TRAIN_SIZE} / full fine-tuning"),
+    ("layernorm_price", "houlsby64", "houlsby64-frozen-ln",
+     "median train step, paper setting (LayerNorms trained) / LayerNorms frozen"),
+    ("embedding_norm_price", "houlsby64", "houlsby64-frozen-emb-ln",
+     "median train step, paper setting / only the embeddings' LayerNorm frozen"),
+    ("block_norms_price", "houlsby64-frozen-emb-ln", "houlsby64-frozen-ln",
+     "median train step, block LayerNorms trained / none (embeddings' frozen in both)"),
+    *[(f"train_step_time_top{k}", f"houlsby64-top{k}", "full",
+       f"median train step, houlsby m={TRAIN_SIZE} in the top {k} of 6 blocks / full fine-tuning")
+      for k in (4, 3, 2)],
+]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "overhead.json"
 
 Batch = dict[str, torch.Tensor]
@@ -70,8 +94,9 @@ def load_model(adapter: adaptkit.AdapterConfig | None = None) -> PreTrainedModel
 
 
 def train_model(variant: str) -> PreTrainedModel:
-    """``full``: every parameter trains; ``houlsby64``: adaptkit freezes all but the adapter."""
-    config = None if variant == "full" else adaptkit.AdapterConfig.houlsby(size=TRAIN_SIZE)
+    """``full``: every parameter trains; the others: adaptkit freezes all but what the adapter trains."""
+    fields = TRAIN_VARIANTS[variant]
+    config = None if fields is None else adaptkit.AdapterConfig.houlsby(size=TRAIN_SIZE, **fields)
     return load_model(config).train()
 
 
@@ -159,16 +184,38 @@ def summarize(samples: list[float], keep: list[bool]) -> dict[str, Any]:
 def timing_ratio(name: str, run: dict[str, Any], numerator: str, denominator: str,
                  what: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-variant statistics and the ratio of medians, over quiet rounds when there are enough."""
-    keep = [load < QUIET_CORES for load in run["other_cores"]]
+    keep = quiet_rounds(run)
     stats = {v: summarize(s, keep) for v, s in run["samples"].items()}
+    stats["other_cores_per_round"] = run["other_cores"]
+    return stats, ratio_entry(name, run, numerator, denominator, what)
+
+
+def quiet_rounds(run: dict[str, Any]) -> list[bool]:
+    return [load < QUIET_CORES for load in run["other_cores"]]
+
+
+def ratio_entry(name: str, run: dict[str, Any], numerator: str, denominator: str, what: str,
+                interval: bool = False) -> dict[str, Any]:
+    """The ratio of medians over the quiet rounds (all rounds when too few are quiet); with
+    ``interval``, a 95% bootstrap interval that resamples rounds, keeping each round's pair."""
+    keep = quiet_rounds(run)
     enough = sum(keep) >= MIN_STEPS
-    pick = (lambda v: stats[v]["quiet"]["median_s"]) if enough else (lambda v: stats[v]["median_s"])
-    entry = ratio(name, pick(numerator), pick(denominator), what)
+    rounds = [i for i, k in enumerate(keep) if k or not enough]
+    top, bottom = ([run["samples"][v][i] for i in rounds] for v in (numerator, denominator))
+    entry = ratio(name, statistics.median(top), statistics.median(bottom), what)
+    if interval:
+        generator = torch.Generator().manual_seed(SEED)
+        picks = torch.randint(0, len(rounds), (BOOTSTRAP, len(rounds)), generator=generator)
+        values = (torch.tensor(top)[picks].median(dim=1).values / torch.tensor(bottom)[picks].median(dim=1).values)
+        low, high = torch.quantile(values.double(), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
+        entry["interval_95"] = [round(low, 4), round(high, 4)]
+        if "target" in entry:
+            entry["meets_target_at_interval_top"] = high <= entry["target"]
     entry["basis"] = (f"quiet rounds ({sum(keep)} of {len(keep)})" if enough else
                       f"all {len(keep)} rounds: only {sum(keep)} quiet, machine contended; rerun")
-    entry["all_rounds_value"] = round(stats[numerator]["median_s"] / stats[denominator]["median_s"], 4)
-    stats["other_cores_per_round"] = run["other_cores"]
-    return stats, entry
+    entry["all_rounds_value"] = round(statistics.median(run["samples"][numerator])
+                                      / statistics.median(run["samples"][denominator]), 4)
+    return entry
 
 
 def ratio(name: str, numerator: float, denominator: float, what: str) -> dict[str, Any]:
@@ -180,14 +227,17 @@ def ratio(name: str, numerator: float, denominator: float, what: str) -> dict[st
     return entry
 
 
-def bench_training(batch: Batch, steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    models = {v: train_model(v) for v in MEMORY_VARIANTS}
+def bench_training(batch: Batch, steps: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Every training variant interleaved round by round (paired), the ratios with intervals."""
+    models = {v: train_model(v) for v in TRAIN_VARIANTS}
     run = interleave({v: train_step_fn(m, batch) for v, m in models.items()}, steps, "train")
-    stats, value = timing_ratio("train_step_time", run, "houlsby64", "full",
-                                f"median train step, houlsby m={TRAIN_SIZE} / full fine-tuning")
+    keep = quiet_rounds(run)
+    stats: dict[str, Any] = {v: summarize(s, keep) for v, s in run["samples"].items()}
+    stats["other_cores_per_round"] = run["other_cores"]
     for v, m in models.items():
         stats[v]["trainable_parameters"] = sum(p.numel() for p in m.parameters() if p.requires_grad)
-    return stats, value
+    return stats, {name: ratio_entry(name, run, top, bottom, what, interval=True)
+                   for name, top, bottom, what in TRAIN_RATIOS}
 
 
 def bench_inference(batch: Batch, steps: int, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -225,7 +275,7 @@ def memory_child(variant: str) -> None:
 def bench_memory() -> tuple[dict[str, Any], dict[str, Any]]:
     """Each variant in a fresh subprocess; run this before the parent loads any model."""
     results = {}
-    for variant in tqdm(MEMORY_VARIANTS, desc="memory", file=sys.stderr, unit="process"):
+    for variant in tqdm(TRAIN_VARIANTS, desc="memory", file=sys.stderr, unit="process"):
         out = subprocess.run([sys.executable, __file__, "--memory-child", variant],
                              check=True, capture_output=True, text=True).stdout
         result = json.loads(out)
@@ -237,6 +287,7 @@ def bench_memory() -> tuple[dict[str, Any], dict[str, Any]]:
                   f"process peak RSS (VmHWM) after {MEMORY_STEPS} train steps, houlsby m={TRAIN_SIZE} / full")
     value["step_increase_ratio"] = round(
         results["houlsby64"]["step_increase_bytes"] / results["full"]["step_increase_bytes"], 4)
+    value["vs_full"] = {v: round(peak[v] / peak["full"], 4) for v in TRAIN_VARIANTS}
     return results, value
 
 
@@ -252,11 +303,13 @@ def bench_checkpoint() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def print_table(ratios: dict[str, dict[str, Any]]) -> None:
-    print(f"\n{'ratio':<24}{'value':>8}{'target':>9}  ok")
+    print(f"\n{'ratio':<26}{'value':>8}{'95% interval':>18}{'target':>9}  ok")
     for name, entry in ratios.items():
         target = entry.get("target")
-        ok = "-" if target is None else ("yes" if entry["meets_target"] else "NO")
-        print(f"{name:<24}{entry['value']:>8.3f}{'' if target is None else f'≤{target}':>9}  {ok}")
+        ok = "-" if target is None else ("yes" if entry.get("meets_target_at_interval_top", entry["meets_target"]) else "NO")
+        low_high = entry.get("interval_95")
+        interval = f"[{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else ""
+        print(f"{name:<26}{entry['value']:>8.3f}{interval:>18}{'' if target is None else f'≤{target}':>9}  {ok}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -266,18 +319,18 @@ def parse_args() -> argparse.Namespace:
                     f"step by step in one process; {WARMUP} warm-up rounds are dropped. Rounds in "
                     f"which other processes used >= {QUIET_CORES} cores do not count as quiet; up to "
                     f"{MAX_ROUNDS_FACTOR}x the wanted rounds run to collect enough quiet ones.")
-    parser.add_argument("--steps", type=int, default=12,
-                        help="quiet timed training rounds wanted per variant (full fine-tuning takes ~3-4 s "
-                             "a step on 2 cores; default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=30,
+                        help=f"quiet timed training rounds wanted; each runs all {len(TRAIN_VARIANTS)} training "
+                             "variants, about 17 s on 2 cores (default: %(default)s)")
     parser.add_argument("--inference-steps", type=int, default=30,
                         help="quiet timed forward rounds wanted per variant and bottleneck size "
                              "(default: %(default)s)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="where to write the JSON results (written atomically; default: "
                              "benchmarks/results/overhead.json)")
-    parser.add_argument("--memory-child", choices=MEMORY_VARIANTS, metavar="VARIANT",
+    parser.add_argument("--memory-child", choices=list(TRAIN_VARIANTS), metavar="VARIANT",
                         help="internal: measure peak RSS of one training VARIANT "
-                             f"({', '.join(MEMORY_VARIANTS)}) in this process and print JSON")
+                             f"({', '.join(TRAIN_VARIANTS)}) in this process and print JSON")
     args = parser.parse_args()
     if min(args.steps, args.inference_steps) < MIN_STEPS:
         parser.error(f"use at least {MIN_STEPS} timed steps per variant: medians of fewer are too noisy here")
@@ -294,9 +347,9 @@ def main() -> None:
     memory, memory_ratio = bench_memory()
     sizes, size_ratio = bench_checkpoint()
     batch = random_batch(BATCH, SEQ_LEN, SEED)
-    train_stats, train_ratio = bench_training(batch, args.steps)
+    train_stats, train_ratios = bench_training(batch, args.steps)
     inference = {key: bench_inference(batch, args.inference_steps, key) for key in INFERENCE_SIZES}
-    ratios = {"train_step_time": train_ratio,
+    ratios = {**train_ratios,
               **{f"inference_latency_{k}": r for k, (_, r) in inference.items()},
               "train_peak_memory": memory_ratio, "checkpoint_size": size_ratio}
     write_json_atomic(args.output, {
@@ -311,7 +364,8 @@ def main() -> None:
                      "inference_quiet_rounds_wanted": args.inference_steps,
                      "memory_train_steps": MEMORY_STEPS,
                      "optimizer": "AdamW(lr=1e-5), zero_grad(set_to_none)",
-                     "train_adapter": f"houlsby size={TRAIN_SIZE}", "inference_adapters": INFERENCE_SIZES},
+                     "train_adapter": f"houlsby size={TRAIN_SIZE}", "train_variants": TRAIN_VARIANTS,
+                     "bootstrap_resamples": BOOTSTRAP, "inference_adapters": INFERENCE_SIZES},
         "train_step_time": train_stats,
         "inference_latency": {k: s for k, (s, _) in inference.items()},
         "train_peak_memory": memory,
@@ -348,6 +402,16 @@ NOTES = [
     "What adapter training cannot skip: the forward of the frozen backbone, its input-gradient "
     "matmuls (the adapters in block 0 need gradients through every block), dropout RNG and the "
     "activations kept for that backward; it skips the weight-gradient matmuls and most of AdamW.",
+    "Training variants (settings.train_variants) run round by round in one process, so each round "
+    "gives every variant's step under the same conditions; a ratio's 95% interval resamples rounds "
+    "(10,000 times, each round's pair kept) and recomputes the ratio of medians. A target with an "
+    "interval is met when the interval's upper end is at or below it.",
+    "houlsby64 is the paper's setting (every LayerNorm trains, the embeddings' included); "
+    "houlsby64-frozen-emb-ln freezes only the embeddings' LayerNorm (adaptkit's "
+    "train_embedding_norm=False, a departure from the paper): training it needs the backward pass "
+    "through block 0's attention, the only part below block 0's first adapter; houlsby64-topK puts "
+    "adapters in the top K blocks only (AdapterConfig(layers=[-K, ..., -1])), whose LayerNorms below "
+    "stay frozen, so the lower blocks run without autograd.",
     "Checkpoint: the adapter file holds the adapters plus the LayerNorms and the classifier head "
     "the adapter trains; the base model.safetensors has no classifier head.",
 ]

@@ -148,6 +148,17 @@ def glue_headline() -> Preset:
                   "full fine-tuning lr 5e-5, houlsby adapters m=64 lr 1e-3", runs)
 
 
+def layer_choice() -> Preset:
+    """AdapterDrop-style layer choice (issue 18): glue-headline's houlsby m=64 runs with adapters in the
+    top 4, 3 and 2 of MiniLM's 6 blocks only; the top 6 are glue-headline's own runs. RTE first, so
+    that a partial run already answers for one task."""
+    runs = [Run(task, {**adapter(64), "adapter_top": top}, 1e-3, seed, 3)
+            for task in ("rte", "mrpc") for seed in (1, 2, 3) for top in (4, 3, 2)]
+    return Preset("all-MiniLM-L6-v2; RTE and MRPC, whole train sets, 3 epochs, 3 seeds; batch 32, max length 128; "
+                  "houlsby adapters m=64 at lr 1e-3 (glue-headline's) in the top 4, 3 and 2 of 6 blocks "
+                  "(the top 6: glue-headline)", runs)
+
+
 def paper() -> Preset:
     """Houlsby et al.'s GLUE sweep on BERT-base/large, for GPUs (data from the Hub or --data-dir)."""
     runs = []
@@ -161,7 +172,8 @@ def paper() -> Preset:
                   "epochs {3, 20}; full fine-tuning at lr {2e-5, 3e-5, 5e-5}", runs)
 
 
-PRESETS = {"cpu-small": cpu_small, "cpu-small-lr": cpu_small_lr, "glue-headline": glue_headline, "paper": paper}
+PRESETS = {"cpu-small": cpu_small, "cpu-small-lr": cpu_small_lr, "glue-headline": glue_headline,
+           "layer-choice": layer_choice, "paper": paper}
 
 
 def append_result(results_file: Path, run: Run, result: dict) -> None:

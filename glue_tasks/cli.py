@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--size", type=int, help="adapter bottleneck size m (default 64)")
     method.add_argument("--freeze-layernorms", action="store_true",
                         help="adapter: keep the LayerNorms frozen, as AdapterHub does; Houlsby et al. train them")
+    method.add_argument("--freeze-embedding-norm", action="store_true",
+                        help="adapter: keep only the embeddings' LayerNorm frozen (a departure from the paper): the "
+                             "first block's attention then needs no backward pass")
+    method.add_argument("--adapter-top", type=int, metavar="N",
+                        help="adapter: put adapters in the top N blocks only, as AdapterDrop does; the blocks below "
+                             "and their LayerNorms stay frozen and run without autograd (default: every block)")
     method.add_argument("--top-k", type=int, help="number of top blocks trained by --method top-k (default 0)")
     method.add_argument("--lora-rank", type=int, help="LoRA rank r (default 8)")
     method.add_argument("--lora-alpha", type=int, help="LoRA scaling alpha (default 16)")
@@ -187,14 +193,15 @@ def _train_config(args: argparse.Namespace):
     from .train import TrainConfig
 
     given = {"placement": args.placement, "size": args.size, "top_k": args.top_k, "lora_rank": args.lora_rank,
-             "lora_alpha": args.lora_alpha, "lora_targets": args.lora_targets}
+             "lora_alpha": args.lora_alpha, "lora_targets": args.lora_targets, "adapter_top": args.adapter_top}
     given = {k: v for k, v in given.items() if v is not None}
-    spec = MethodSpec(name=args.method, train_layernorms=not args.freeze_layernorms, **given)
+    spec = MethodSpec(name=args.method, train_layernorms=not args.freeze_layernorms,
+                      train_embedding_norm=not args.freeze_embedding_norm, **given)
     ignored = sorted(set(given) - set(spec.relevant()))
     if ignored:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in ignored)
         raise ValueError(f"{flags} does not apply to --method {args.method}; drop it, or choose the method it "
-                         "belongs to (--size/--placement: adapter, --top-k: top-k, --lora-*: lora)")
+                         "belongs to (--size/--placement/--adapter-top: adapter, --top-k: top-k, --lora-*: lora)")
     return TrainConfig(method=spec, **_config_fields(args, "method"))
 
 

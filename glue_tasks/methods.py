@@ -39,6 +39,8 @@ class MethodSpec:
     placement: str = "houlsby"  # adapter
     size: int = 64  # adapter bottleneck m
     train_layernorms: bool = True  # adapter: train the LayerNorms as Houlsby et al. (False: AdapterHub's default)
+    train_embedding_norm: bool = True  # adapter: False freezes only the embeddings' LayerNorm (not the paper's)
+    adapter_top: int | None = None  # adapter: adapters in the top N blocks only (AdapterDrop); None: every block
     top_k: int = 0  # top-k
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -53,6 +55,11 @@ class MethodSpec:
             raise ValueError(f"--top-k must be >= 0, got {self.top_k}")
         if not self.train_layernorms and self.name != "adapter":
             raise ValueError(f"--freeze-layernorms applies to --method adapter only, not {self.name}")
+        if not self.train_embedding_norm and (self.name != "adapter" or not self.train_layernorms):
+            raise ValueError("--freeze-embedding-norm applies to --method adapter with trained LayerNorms "
+                             "(without --freeze-layernorms, which freezes it already)")
+        if self.adapter_top is not None and self.adapter_top < 1:
+            raise ValueError(f"--adapter-top must be >= 1, got {self.adapter_top}")
         if self.lora_rank <= 0:
             raise ValueError(f"--lora-rank must be > 0, got {self.lora_rank}")
 
@@ -60,23 +67,30 @@ class MethodSpec:
         """The fields that describe this method, for result files and labels."""
         fields = {"adapter": ("placement", "size", "train_layernorms"), "top-k": ("top_k",),
                   "lora": ("lora_rank", "lora_alpha", "lora_targets")}.get(self.name, ())
+        if self.name == "adapter":  # only when set, so that earlier runs' keys stay as they were
+            fields += ("adapter_top",) * (self.adapter_top is not None)
+            fields += ("train_embedding_norm",) * (not self.train_embedding_norm)
         return {"name": self.name, **{f: getattr(self, f) for f in fields}}
 
     def cli_args(self) -> list[str]:
         """This method as ``adaptkit-glue train`` flags, which the CLI parses back into the same spec."""
         args = ["--method", self.name]
         for field, value in self.relevant().items():
-            if field == "train_layernorms":
-                args += [] if value else ["--freeze-layernorms"]
+            if field in ("train_layernorms", "train_embedding_norm"):
+                args += [] if value else [{"train_layernorms": "--freeze-layernorms",
+                                           "train_embedding_norm": "--freeze-embedding-norm"}[field]]
             elif field != "name" and value is not None:
                 args += [f"--{field.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
         return args
 
     def label(self) -> str:
-        """A short name for tables: ``adapter-houlsby-64``, ``adapter-houlsby-frozen-ln-64``, ``top-2``,
-        ``lora-r8``. The size comes last, so that the label less its size names the method family."""
+        """A short name for tables: ``adapter-houlsby-64``, ``adapter-houlsby-frozen-ln-64``,
+        ``adapter-houlsby-top3-64``, ``top-2``, ``lora-r8``. The size comes last, so that the label
+        less its size names the method family."""
         if self.name == "adapter":
-            return f"adapter-{self.placement}{'' if self.train_layernorms else '-frozen-ln'}-{self.size}"
+            frozen = "-frozen-ln" if not self.train_layernorms else "-frozen-emb-ln" * (not self.train_embedding_norm)
+            top = f"-top{self.adapter_top}" if self.adapter_top is not None else ""
+            return f"adapter-{self.placement}{frozen}{top}-{self.size}"
         if self.name == "top-k":
             return f"top-{self.top_k}"
         if self.name == "lora":
@@ -95,8 +109,13 @@ def apply_method(model: nn.Module, spec: MethodSpec, adapter_name: str = "task")
         model.requires_grad_(True)
         return model
     if spec.name == "adapter":
+        top = spec.adapter_top
+        if top is not None and top > len(find_blocks(model)):
+            raise ValueError(f"--adapter-top {top} is more than the model's {len(find_blocks(model))} transformer blocks")
         config = adaptkit.AdapterConfig(size=spec.size, placement=spec.placement,
-                                        train_layernorms=spec.train_layernorms)
+                                        train_layernorms=spec.train_layernorms,
+                                        train_embedding_norm=spec.train_embedding_norm,
+                                        layers=list(range(-top, 0)) if top else None)
         adaptkit.add_adapter(model, config, name=adapter_name)
         return model
     if spec.name == "lora":

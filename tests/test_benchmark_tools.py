@@ -158,3 +158,22 @@ def test_jobs_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         sweep.main(["--preset", "cpu-small", "--jobs", "0", "--dry-run"])
     assert "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_overhead_ratios_are_paired_with_a_bootstrap_interval():
+    import overhead
+    # variant b is twice a in every round, while the machine's speed drifts from round to round
+    drift = [1.0 + 0.3 * (i % 5) for i in range(30)]
+    run = {"samples": {"a": [d for d in drift], "b": [2 * d for d in drift]}, "other_cores": [0.0] * 29 + [1.5]}
+    entry = overhead.ratio_entry("layernorm_price", run, "b", "a", "what", interval=True)
+    assert entry["basis"] == "quiet rounds (29 of 30)" and entry["value"] == pytest.approx(2.0)
+    assert entry["interval_95"][0] <= 2.0 <= entry["interval_95"][1]
+    assert entry["meets_target"] is False and entry["meets_target_at_interval_top"] is False
+    assert set(overhead.TRAIN_VARIANTS) >= {n for _, top, bottom, _ in overhead.TRAIN_RATIOS for n in (top, bottom)}
+
+
+def test_layer_choice_preset_runs_the_top_blocks_only():
+    runs = sweep.PRESETS["layer-choice"]().runs
+    assert len(runs) == 18 and {r.method["adapter_top"] for r in runs} == {2, 3, 4}
+    assert [r.task for r in runs[:9]] == ["rte"] * 9  # RTE first: a partial run answers for one task
+    assert runs[0].label == "adapter-houlsby-top4-64" and "--adapter-top" in runs[0].cli_args()
