@@ -31,7 +31,7 @@ from .config import AdapterConfig
 from .errors import BaseModelMismatchError, CheckpointError
 from .model import refuse_meta, site_module
 from .params import head_parameter_names
-from .targets import ATTENTION, HEAD, Site, find_blocks, resolve_sites
+from .targets import ATTENTION, HEAD, Site, block_of, find_blocks, resolve_sites
 
 CONFIG, WEIGHTS, SAFE_WEIGHTS = "adapter_config.json", "pytorch_adapter.bin", "adapter.safetensors"
 HEAD_CONFIG, HEAD_WEIGHTS, SAFE_HEAD_WEIGHTS = "head_config.json", "pytorch_model_head.bin", "model_head.safetensors"
@@ -221,7 +221,7 @@ def _adapter_tensors(model: nn.Module, model_type: str, config: AdapterConfig, a
     layer_of = {b: i for i, b in enumerate(blocks)}
     by_place: dict[tuple[int, str], Site] = {}
     for site in resolve_sites(model, config):
-        block = next(b for b in blocks if (site.name + ".").startswith(b + "."))
+        block = block_of(site.name, blocks)
         location = "mh_adapter" if site.kind == ATTENTION else "output_adapter"
         by_place[(layer_of[block], location)] = site
     found: dict[tuple[int, str], dict[str, torch.Tensor]] = {}

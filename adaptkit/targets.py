@@ -132,7 +132,7 @@ def _in_chosen_blocks(blocks: list[str], sites: list[Site], config: AdapterConfi
                                     "would remain; leave out fewer")
     chosen = []
     for site in sites:
-        block = _block_of(site.name, blocks)
+        block = block_of(site.name, blocks)
         stack, _, index = block.rpartition(".")
         if config.adapts_block(int(index), sizes[stack]):
             chosen.append(site)
@@ -144,7 +144,8 @@ def _stack_sizes(blocks: list[str]) -> dict[str, int]:
     return Counter(block.rpartition(".")[0] for block in blocks)
 
 
-def _block_of(name: str, blocks: list[str]) -> str | None:
+def block_of(name: str, blocks: list[str]) -> str | None:
+    """The block that holds the module or parameter ``name`` (None: outside every block)."""
     return next((b for b in blocks if (name + ".").startswith(b + ".")), None)
 
 
@@ -153,13 +154,15 @@ def norms_below_adapters(model: nn.Module, config: AdapterConfig, names: list[st
     stack, and the embeddings' norm (a module named ``*emb*`` outside the blocks) when that stack's
     block 0 has no adapter or ``train_embedding_norm`` is off. Nothing below them trains, so the
     blocks there run without autograd."""
+    if not names or (config.layers is None and config.leave_out is None and config.train_embedding_norm):
+        return set()  # every block adapted, every norm trains: no need to look for the blocks
     blocks = find_blocks(model) if config.target_modules is None else []
-    lowest = {stack: next(i for i in range(size) if config.adapts_block(i, size))
+    lowest = {stack: next((i for i in range(size) if config.adapts_block(i, size)), size)
               for stack, size in _stack_sizes(blocks).items()}
     below = set()
     for name in names:
         module = name.rpartition(".")[0]
-        block = _block_of(module, blocks)
+        block = block_of(module, blocks)
         if block is not None:
             stack, _, index = block.rpartition(".")
             if int(index) < lowest[stack]:

@@ -188,8 +188,8 @@ def worker(variant: str, path: str, steps: int, inference_steps: int) -> dict[st
     with tempfile.TemporaryDirectory() as tmp:
         save(model, Path(tmp))
         files = {str(f.relative_to(tmp)): f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()}
-        load_seconds = [load(path, Path(tmp))[1] for _ in range(1 + LOAD_REPEATS)][1:]
-        loaded = load(path, Path(tmp))[0]
+        loads = [load(path, Path(tmp)) for _ in range(1 + LOAD_REPEATS)]
+        loaded, load_seconds = loads[-1][0], [seconds for _, seconds in loads[1:]]
     with torch.inference_mode():
         reloaded_matches = torch.allclose(loaded.eval()(**inputs).logits, expected, atol=1e-5)
     return {"variant": variant, "transformers": transformers.__version__,

@@ -184,10 +184,15 @@ def summarize(samples: list[float], keep: list[bool]) -> dict[str, Any]:
 def timing_ratio(name: str, run: dict[str, Any], numerator: str, denominator: str,
                  what: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per-variant statistics and the ratio of medians, over quiet rounds when there are enough."""
+    return round_stats(run), ratio_entry(name, run, numerator, denominator, what)
+
+
+def round_stats(run: dict[str, Any]) -> dict[str, Any]:
+    """Each variant's statistics, and the cores other processes used in each round."""
     keep = quiet_rounds(run)
-    stats = {v: summarize(s, keep) for v, s in run["samples"].items()}
+    stats: dict[str, Any] = {v: summarize(s, keep) for v, s in run["samples"].items()}
     stats["other_cores_per_round"] = run["other_cores"]
-    return stats, ratio_entry(name, run, numerator, denominator, what)
+    return stats
 
 
 def quiet_rounds(run: dict[str, Any]) -> list[bool]:
@@ -231,9 +236,7 @@ def bench_training(batch: Batch, steps: int) -> tuple[dict[str, Any], dict[str, 
     """Every training variant interleaved round by round (paired), the ratios with intervals."""
     models = {v: train_model(v) for v in TRAIN_VARIANTS}
     run = interleave({v: train_step_fn(m, batch) for v, m in models.items()}, steps, "train")
-    keep = quiet_rounds(run)
-    stats: dict[str, Any] = {v: summarize(s, keep) for v, s in run["samples"].items()}
-    stats["other_cores_per_round"] = run["other_cores"]
+    stats = round_stats(run)
     for v, m in models.items():
         stats[v]["trainable_parameters"] = sum(p.numel() for p in m.parameters() if p.requires_grad)
     return stats, {name: ratio_entry(name, run, top, bottom, what, interval=True)

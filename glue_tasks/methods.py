@@ -31,6 +31,10 @@ SMALL_SCRATCH = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_head
 FROM_SCRATCH = ("scratch", "scratch-small")
 
 
+#: The boolean fields a train flag turns off, and that flag.
+FREEZE_FLAGS = {"train_layernorms": "--freeze-layernorms", "train_embedding_norm": "--freeze-embedding-norm"}
+
+
 @dataclass
 class MethodSpec:
     """What trains. Only the fields of the chosen method matter; the rest keep defaults."""
@@ -76,9 +80,8 @@ class MethodSpec:
         """This method as ``adaptkit-glue train`` flags, which the CLI parses back into the same spec."""
         args = ["--method", self.name]
         for field, value in self.relevant().items():
-            if field in ("train_layernorms", "train_embedding_norm"):
-                args += [] if value else [{"train_layernorms": "--freeze-layernorms",
-                                           "train_embedding_norm": "--freeze-embedding-norm"}[field]]
+            if field in FREEZE_FLAGS:
+                args += [] if value else [FREEZE_FLAGS[field]]
             elif field != "name" and value is not None:
                 args += [f"--{field.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
         return args
@@ -110,8 +113,8 @@ def apply_method(model: nn.Module, spec: MethodSpec, adapter_name: str = "task")
         return model
     if spec.name == "adapter":
         top = spec.adapter_top
-        if top is not None and top > len(find_blocks(model)):
-            raise ValueError(f"--adapter-top {top} is more than the model's {len(find_blocks(model))} transformer blocks")
+        if top is not None:
+            _at_most_blocks(model, top, "--adapter-top")
         config = adaptkit.AdapterConfig(size=spec.size, placement=spec.placement,
                                         train_layernorms=spec.train_layernorms,
                                         train_embedding_norm=spec.train_embedding_norm,
@@ -130,10 +133,16 @@ def apply_method(model: nn.Module, spec: MethodSpec, adapter_name: str = "task")
     return model
 
 
-def _top_block_parameters(model: nn.Module, k: int) -> set[str]:
+def _at_most_blocks(model: nn.Module, k: int, flag: str) -> list[str]:
+    """The model's blocks, if it has at least the ``k`` a flag asks for."""
     blocks = find_blocks(model)
     if k > len(blocks):
-        raise ValueError(f"--top-k {k} is more than the model's {len(blocks)} transformer blocks")
+        raise ValueError(f"{flag} {k} is more than the model's {len(blocks)} transformer blocks")
+    return blocks
+
+
+def _top_block_parameters(model: nn.Module, k: int) -> set[str]:
+    blocks = _at_most_blocks(model, k, "--top-k")
     top = blocks[len(blocks) - k:] if k else []
     return {n for n, _ in model.named_parameters() if any(n.startswith(b + ".") for b in top)}
 
