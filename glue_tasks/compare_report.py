@@ -36,14 +36,14 @@ def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float |
                 else:
                     runs.append(line)
             if runs:
-                cells.append(_cell(method, loss, chosen[method], runs))
+                cells.append(grid_cell(method, loss, chosen[method], runs))
     if not cells:
         raise ValueError(f"no finished runs in {plan.ledger}")
     metric = plan.config(plan.methods[0], "ce", plan.seeds[0], 1.0).task_definition().metric
     for cell in cells:
         # Like with like: a method trained with a loss against scratch-small trained with the same loss.
         baseline = next((c for c in cells if c["method"] == BASELINE and c["loss"] == cell["loss"]), None)
-        cell["versus_scratch"] = None if baseline is None or baseline is cell else _paired(cell, baseline, metric)
+        cell["versus_scratch"] = None if baseline is None or baseline is cell else paired_cells(cell, baseline, metric)
         versus = cell["versus_scratch"]
         cell["transfer"] = ("baseline" if cell["method"] == BASELINE else "unknown" if versus is None
                             else "negative" if versus["high"] < 0 else "positive" if versus["low"] > 0
@@ -52,7 +52,7 @@ def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float |
     verdict = None
     if len(ranked) > 1:
         verdict = {"winner": ranked[0]["name"], "runner_up": ranked[1]["name"],
-                   **_paired(ranked[0], ranked[1], metric)}
+                   **paired_cells(ranked[0], ranked[1], metric)}
     summary = {
         "task": cells[0]["task"], "metric": metric,
         "settings": {k: v for k, v in plan.base.items() if v is not None} | {
@@ -71,7 +71,7 @@ def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float |
     return summary
 
 
-def _cell(method: str, loss: str, lr: float, runs: list[dict]) -> dict:
+def grid_cell(method: str, loss: str, lr: float, runs: list[dict]) -> dict:
     """One method and loss over its seeds; the dev splits' predictions pooled (MNLI has two)."""
     scores = numpy.array([run["score"] for run in runs])
     splits = sorted(runs[0]["dev_predictions"])
@@ -88,7 +88,8 @@ def _cell(method: str, loss: str, lr: float, runs: list[dict]) -> dict:
     }
 
 
-def _paired(a: dict, b: dict, metric: str) -> dict:
+def paired_cells(a: dict, b: dict, metric: str) -> dict:
+    """``a`` minus ``b`` (cells of ``grid_cell``) by the paired bootstrap over the same dev examples."""
     if not numpy.array_equal(a["labels_per_example"], b["labels_per_example"]):
         raise ValueError(f"{a['name']} and {b['name']} were scored on different dev examples; a paired test "
                          "needs the same ones (was the dev file changed between runs?)")

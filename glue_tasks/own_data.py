@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy
@@ -87,12 +88,17 @@ class OwnData:
             raise DataError(f"unknown split {split!r} for own data; valid splits: {', '.join(SPLITS)}")
         if split == "validation" and self.dev_file:
             return self.load_file(self.dev_file, labelled=True)
-        report = self.load_file(self.train_file, labelled=True)
+        report = self._train_rows
         if self.dev_file:
             return report
         train, dev = carve(report.dataset, self.dev_fraction, stratify=not self.task.is_regression,
                            seed=self.split_seed)
         return LoadReport(dev if split == "validation" else train, report.source, report.skipped)
+
+    @cached_property
+    def _train_rows(self) -> LoadReport:
+        """The training file, parsed once: without a dev file both splits are carved from it."""
+        return self.load_file(self.train_file, labelled=True)
 
     def load_file(self, path: str, labelled: bool) -> LoadReport:
         """Rows of ``path`` in the task's columns; not ``labelled``: labels are not read (prediction)."""

@@ -177,3 +177,94 @@ def test_layer_choice_preset_runs_the_top_blocks_only():
     assert len(runs) == 18 and {r.method["adapter_top"] for r in runs} == {2, 3, 4}
     assert [r.task for r in runs[:9]] == ["rte"] * 9  # RTE first: a partial run answers for one task
     assert runs[0].label == "adapter-houlsby-top4-64" and "--adapter-top" in runs[0].cli_args()
+
+
+def test_layer_choice_joins_scores_with_costs(tmp_path, capsys):
+    import layer_choice
+    assert layer_choice.main(["--results", str(tmp_path)]) == 2
+    assert "missing" in capsys.readouterr().err and not list(tmp_path.rglob("cost_quality.md"))
+    for name, preset, runs in (("layer-choice", sweep.layer_choice(), 5), ("glue-headline", sweep.glue_headline(), 12)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "preset.json").write_text(json.dumps({"preset": name, "description": preset.description}))
+        for run in preset.runs[:runs]:  # layer-choice: RTE seed 1 complete, seed 2 only top 4 and top 3
+            bonus = 0.01 * (run.method.get("adapter_top") or 6)
+            sweep.append_result(tmp_path / name / "results.jsonl", run, fake_result(run, 0.5 + bonus + 0.01 * run.seed))
+    steps = {r: {"value": v} for r, v in (("train_step_time", 0.8), ("train_step_time_top4", 0.6),
+                                           ("train_step_time_top3", 0.5), ("train_step_time_top2", 0.4))}
+    memory = {"full": 1.0, "houlsby64": 0.9, "houlsby64-top4": 0.6, "houlsby64-top3": 0.5, "houlsby64-top2": 0.4}
+    (tmp_path / "overhead.json").write_text(json.dumps({"date": "d", "ratios": {
+        **steps, "train_peak_memory": {"vs_full": memory}}}))
+    assert layer_choice.main(["--results", str(tmp_path)]) == 0
+    table = (tmp_path / "layer-choice" / "cost_quality.md").read_text()
+    row = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 0.50 | 0.50 | 54.5 ± 0.7 (2) | -3.0 [-3.0, -3.0] |" in row["| top 3 of 6 blocks"]
+    assert "| 0.40 | 0.40 | 53.0 (1) | -4.0 [-4.0, -4.0] | – | – |" in row["| top 2 of 6 blocks"]
+    assert "| 1.00 | 1.00 | 58.0 ± 1.0 (3) |  |" in row["| full fine-tuning"]
+    assert (tmp_path / "layer-choice" / "cost_quality.png").read_bytes()[:4] == b"\x89PNG"
+    rerun = sweep.Run("rte", {**sweep.adapter(64), "adapter_top": 3}, 1e-3, 1, 3, model="/elsewhere")
+    sweep.append_result(tmp_path / "layer-choice" / "results.jsonl", rerun, fake_result(rerun, 0.5))
+    assert layer_choice.main(["--results", str(tmp_path)]) == 2
+    assert "adapter-houlsby-top3-64 seed 1 appears twice" in capsys.readouterr().err
+
+
+def _claim_line(method, loss, seed, correct, trainable, n=200, lr=1e-3, phase="grid"):
+    """A compare ledger line whose first ``correct`` share of the dev examples is predicted right."""
+    labels = [i % 2 for i in range(n)]
+    predictions = [y if i < correct * n else 1 - y for i, y in enumerate(labels)]
+    return {"key": f"{phase}-{method}-{loss}-{seed}-{lr}", "phase": phase, "method": method, "loss": loss,
+            "seed": seed, "task": "rte", "lr": lr, "score": correct, "seconds": 1.0, "parameters": {"trainable": trainable, "total": 10**6},
+            "train_label_counts": {"a": 250, "b": 250},
+            "dev_predictions": {"validation": {"prediction": predictions, "label": labels}}}
+
+
+def test_seed_claims_report_tests_across_cells_and_names_what_is_missing(tmp_path):
+    import seed_claims_report
+    from glue_tasks.ledger import append_line
+    pieces = {
+        "claim1-rte": [("top-1", 0.6, 1000), ("top-2", 0.6, 100), ("adapter-houlsby-64", 0.9, 500),
+                       ("adapter-houlsby-256", 0.95, 2000), ("full", 0.9, 10**6), ("scratch-small", 0.5, 50)],
+        "claim2-sst2-500": [("scratch-small", 0.5, 50), ("scratch-small+cosine", 0.8, 50)],
+        "claim3-sst2-500": [("scratch-small", 0.8, 50), ("adapter-houlsby-64", 0.5, 500), ("full", 0.8, 10**6)],
+    }
+    for piece, cells in pieces.items():
+        for name, correct, trainable in cells:
+            method, _, loss = name.partition("+")
+            for seed in (1, 2, 3) if method != "full" else (1, 2):
+                append_line(tmp_path / piece / "results.jsonl",
+                            _claim_line(method, loss or "ce", seed, correct, trainable))
+    assert seed_claims_report.main(["--results", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    rows = {line.split(" | ")[0]: line for line in summary.splitlines() if line.startswith("| ")}
+    assert "| adapter-houlsby-64 (500) | +30.0 [" in rows["| top-1"] and rows["| top-1"].endswith("adapter better |")
+    assert "no adapter with ≤ 100" in rows["| top-2"]
+    assert "| full | 0.001 | 1,000,000 | 90.0 ± 0.0 (2) |" in summary
+    assert "Best adapter (adapter-houlsby-256) − full fine-tuning: +5.0 [" in summary and "(seeds 1, 2 only)" in summary
+    assert "### Claim 1 on MRPC (`claim1-mrpc`)\n\nNot run yet." in summary
+    sst2 = next(line for line in summary.splitlines() if line.startswith("| SST-2 (2 classes) | 500 |"))
+    assert "| 250 | 50.0 ± 0.0 (3) | 80.0 ± 0.0 (3) | +30.0 [" in sst2
+    assert "| SST-2 (2 classes) | 1,000 | | not run yet |" in summary
+    assert "adapter-houlsby-64: **negative transfer**; full: not distinguishable (interval includes 0)" in rows["| 500"]
+    assert "| 5,000 | not run yet |" in summary
+    assert (tmp_path / "claim1_score_vs_params.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seed_claims_report_keeps_the_chosen_rate_and_refuses_a_seed_twice(tmp_path):
+    import seed_claims_report
+    from glue_tasks.ledger import append_line
+    ledger = tmp_path / "results.jsonl"
+    for lr, held_out in ((1e-3, 0.6), (3e-4, 0.7)):  # tuning chose 3e-4
+        append_line(ledger, _claim_line("scratch-small", "ce", 1, held_out, 50, lr=lr, phase="tune"))
+    append_line(ledger, _claim_line("scratch-small", "ce", 1, 0.1, 50, lr=1e-3))  # a stale grid run
+    for seed in (1, 2, 3):
+        append_line(ledger, _claim_line("scratch-small", "ce", seed, 0.8, 50, lr=3e-4))
+    cells, failed = seed_claims_report.load_piece(tmp_path)
+    cell = cells[("scratch-small", "ce")]
+    assert failed == 0 and cell["lr"] == 3e-4 and cell["seeds"] == [1, 2, 3] and cell["mean"] == pytest.approx(0.8)
+    append_line(ledger, {**_claim_line("scratch-small", "ce", 2, 0.5, 50, lr=3e-4), "key": "rerun"})
+    with pytest.raises(ValueError, match="scratch-small ce lr 0.0003 seed 2 is there twice"):
+        seed_claims_report.load_piece(tmp_path)
+    tie = tmp_path / "tie"
+    for lr in (3e-4, 1e-3):
+        append_line(tie / "results.jsonl", _claim_line("scratch-small", "ce", 1, 0.6, 50, lr=lr, phase="tune"))
+    assert seed_claims_report.chosen_lrs(tie, seed_claims_report.read_lines(tie / "results.jsonl")) == {
+        "scratch-small": 1e-3}, "on a tie, the candidate compare lists first"

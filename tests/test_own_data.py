@@ -285,3 +285,15 @@ def test_eval_with_model_moved_elsewhere(tiny_model_dir, tmp_path, capsys):
     assert main(["eval", "--run-dir", str(out), "--model", str(moved)]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["dev"] == evaluated["recorded_dev"]
+
+
+def test_the_training_file_is_parsed_once_for_both_splits(tmp_path, monkeypatch):
+    path = tmp_path / "once.csv"
+    path.write_text("text,label\n" + "".join(f"t{i},{i % 2}\n" for i in range(40)))
+    source = OwnData(own_task("once", ("text",), ("0", "1")), str(path), "label", dev_fraction=0.1)
+    parsed = []
+    real = OwnData.load_file
+    monkeypatch.setattr(OwnData, "load_file", lambda self, *a, **k: parsed.append(a) or real(self, *a, **k))
+    train, dev = source.load("train").dataset, source.load("validation").dataset
+    assert len(parsed) == 1 and len(train) == 36 and len(dev) == 4
+    assert not set(train["text"]) & set(dev["text"])
