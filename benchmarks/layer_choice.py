@@ -1,9 +1,11 @@
-"""The cost/quality curve of adapters in the top blocks only (AdapterDrop's layer choice, issue 18).
+"""The cost/quality curve of adapters in the top blocks only (AdapterDrop's layer choice, issue 18),
+and of the one LayerNorm whose training costs time (the embeddings').
 
   python benchmarks/layer_choice.py   # → benchmarks/results/layer-choice/cost_quality.{md,png}
 
 Joins three committed result files, so a user can pick a point on the curve: the dev scores of
-houlsby m=64 in the top 4, 3 and 2 of MiniLM's 6 blocks (``sweep.py --preset layer-choice``),
+houlsby m=64 in the top 4, 3 and 2 of MiniLM's 6 blocks, and in all 6 with the embeddings'
+LayerNorm frozen (``sweep.py --preset layer-choice``),
 those of all 6 blocks and of full fine-tuning (``--preset glue-headline``, same seeds, lr, epochs),
 and the training cost of each (``overhead.py``: median train step / full fine-tuning's, on its
 quiet rounds, and process peak memory / full's). Scores are mean ± std over seeds; "vs all 6" is the
@@ -26,9 +28,12 @@ from adaptkit.atomic import write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ("rte", "mrpc")
-#: (blocks with adapters, sweep label, overhead.json step-time ratio); None blocks = full fine-tuning.
-POINTS = [(None, "full", None), (6, "adapter-houlsby-64", "train_step_time"),
-          *[(k, f"adapter-houlsby-top{k}-64", f"train_step_time_top{k}") for k in (4, 3, 2)]]
+#: (row name, plot label, sweep label, overhead.json variant).
+POINTS = [("full fine-tuning", "full", "full", "full"),
+          ("all 6 blocks (the paper)", "top 6", "adapter-houlsby-64", "houlsby64"),
+          ("all 6, the embeddings' LayerNorm frozen", "6, emb. LN frozen", "adapter-houlsby-frozen-emb-ln-64",
+           "houlsby64-frozen-emb-ln"),
+          *[(f"top {k} of 6 blocks", f"top {k}", f"adapter-houlsby-top{k}-64", f"houlsby64-top{k}") for k in (4, 3, 2)]]
 ALL_BLOCKS = "adapter-houlsby-64"
 
 
@@ -45,12 +50,11 @@ def scores_by_seed(rows: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
 
 
 def costs(overhead: dict) -> dict[str, tuple[float, float]]:
-    """label -> (train step / full fine-tuning's, peak memory / full's)."""
+    """label -> (median train step / full fine-tuning's, on overhead's quiet rounds; peak memory / full's)."""
+    steps = overhead["train_step_time"]
     memory = overhead["ratios"]["train_peak_memory"]["vs_full"]
-    variant = {"full": "full", "adapter-houlsby-64": "houlsby64",
-               **{f"adapter-houlsby-top{k}-64": f"houlsby64-top{k}" for k in (4, 3, 2)}}
-    return {label: (1.0 if ratio is None else overhead["ratios"][ratio]["value"], memory[variant[label]])
-            for _, label, ratio in POINTS}
+    quiet = {variant: steps[variant]["quiet"]["median_s"] for *_, variant in POINTS}
+    return {label: (quiet[variant] / quiet["full"], memory[variant]) for _, _, label, variant in POINTS}
 
 
 def _versus_all(own: dict[int, float], reference: dict[int, float]) -> str:
@@ -64,9 +68,8 @@ def table(scores: dict, cells: dict, cost: dict[str, tuple[float, float]], heade
     out = [header, "", "| adapters in | trainable params | train step / full | peak memory / full | "
            + " | ".join(f"{t.upper()} | {t.upper()} vs all 6" for t in TASKS) + " |",
            "|---|---:|---:|---:|" + "---:|---:|" * len(TASKS)]
-    for blocks, label, _ in POINTS:
+    for name, _, label, _ in POINTS:
         step, memory = cost[label]
-        name = "full fine-tuning" if blocks is None else f"top {blocks} of 6 blocks"
         texts = []
         for task in TASKS:
             versus = "" if label in ("full", ALL_BLOCKS) else _versus_all(scores.get((task, label), {}),
@@ -85,17 +88,17 @@ def plot(scores: dict, cost: dict[str, tuple[float, float]], path: Path) -> None
     fig, axes = plt.subplots(1, len(TASKS), figsize=(4.6 * len(TASKS), 4), squeeze=False)
     for ax, task in zip(axes[0], TASKS):
         curve = []
-        for blocks, label, _ in POINTS:
+        for _, short, label, _ in POINTS:
             values = list(scores.get((task, label), {}).values())
             if not values:
                 continue
             x, y = cost[label][0], statistics.mean(values)
             err = statistics.stdev(values) if len(values) > 1 else 0.0
-            style = dict(marker="s", color="tab:gray") if blocks is None else dict(marker="o", color="tab:blue")
+            on_curve = label.startswith("adapter-houlsby-top") or label == ALL_BLOCKS
+            style = dict(marker="o", color="tab:blue") if on_curve else dict(marker="s", color="tab:gray")
             ax.errorbar([x], [y], yerr=[err], capsize=3, linestyle="none", **style)
-            ax.annotate("full" if blocks is None else f"top {blocks}", (x, y), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8)
-            if blocks is not None:
+            ax.annotate(short, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            if on_curve:
                 curve.append((x, y))
         if len(curve) > 1:
             ax.plot(*zip(*sorted(curve)), color="tab:blue", alpha=0.5)
@@ -104,7 +107,7 @@ def plot(scores: dict, cost: dict[str, tuple[float, float]], path: Path) -> None
         ax.margins(x=0.15, y=0.2)
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("dev score (points), mean ± std over seeds")
-    fig.suptitle("houlsby m=64 in the top k of 6 blocks (all-MiniLM-L6-v2)", fontsize=10)
+    fig.suptitle("houlsby m=64 in the top k of 6 blocks (all-MiniLM-L6-v2); grey: off the curve", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

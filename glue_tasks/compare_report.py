@@ -4,7 +4,6 @@ and the winner against the runner-up by a paired bootstrap over the dev examples
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 

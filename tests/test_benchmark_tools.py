@@ -174,7 +174,10 @@ def test_overhead_ratios_are_paired_with_a_bootstrap_interval():
 
 def test_layer_choice_preset_runs_the_top_blocks_only():
     runs = sweep.PRESETS["layer-choice"]().runs
-    assert len(runs) == 18 and {r.method["adapter_top"] for r in runs} == {2, 3, 4}
+    assert len(runs) == 24 and {r.method.get("adapter_top") for r in runs} == {2, 3, 4, None}
+    frozen = [r for r in runs if "adapter_top" not in r.method]
+    assert [r.label for r in frozen] == ["adapter-houlsby-frozen-emb-ln-64"] * 6
+    assert all("--freeze-embedding-norm" in r.cli_args() for r in frozen) and runs[-6:] == frozen
     assert [r.task for r in runs[:9]] == ["rte"] * 9  # RTE first: a partial run answers for one task
     assert runs[0].label == "adapter-houlsby-top4-64" and "--adapter-top" in runs[0].cli_args()
 
@@ -183,17 +186,18 @@ def test_layer_choice_joins_scores_with_costs(tmp_path, capsys):
     import layer_choice
     assert layer_choice.main(["--results", str(tmp_path)]) == 2
     assert "missing" in capsys.readouterr().err and not list(tmp_path.rglob("cost_quality.md"))
-    for name, preset, runs in (("layer-choice", sweep.layer_choice(), 5), ("glue-headline", sweep.glue_headline(), 12)):
+    for name, preset, runs in (("layer-choice", sweep.layer_choice(), 5),
+                                ("glue-headline", sweep.glue_headline(), 12)):
         (tmp_path / name).mkdir()
         (tmp_path / name / "preset.json").write_text(json.dumps({"preset": name, "description": preset.description}))
         for run in preset.runs[:runs]:  # layer-choice: RTE seed 1 complete, seed 2 only top 4 and top 3
             bonus = 0.01 * (run.method.get("adapter_top") or 6)
             sweep.append_result(tmp_path / name / "results.jsonl", run, fake_result(run, 0.5 + bonus + 0.01 * run.seed))
-    steps = {r: {"value": v} for r, v in (("train_step_time", 0.8), ("train_step_time_top4", 0.6),
-                                           ("train_step_time_top3", 0.5), ("train_step_time_top2", 0.4))}
-    memory = {"full": 1.0, "houlsby64": 0.9, "houlsby64-top4": 0.6, "houlsby64-top3": 0.5, "houlsby64-top2": 0.4}
-    (tmp_path / "overhead.json").write_text(json.dumps({"date": "d", "ratios": {
-        **steps, "train_peak_memory": {"vs_full": memory}}}))
+    shares = {"full": 1.0, "houlsby64": 0.8, "houlsby64-frozen-emb-ln": 0.7, "houlsby64-top4": 0.6,
+              "houlsby64-top3": 0.5, "houlsby64-top2": 0.4}
+    steps = {v: {"median_s": 9.0, "quiet": {"median_s": 2 * share}} for v, share in shares.items()}
+    (tmp_path / "overhead.json").write_text(json.dumps({"date": "d", "train_step_time": steps, "ratios": {
+        "train_peak_memory": {"vs_full": shares}}}))
     assert layer_choice.main(["--results", str(tmp_path)]) == 0
     table = (tmp_path / "layer-choice" / "cost_quality.md").read_text()
     row = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
@@ -212,7 +216,8 @@ def _claim_line(method, loss, seed, correct, trainable, n=200, lr=1e-3, phase="g
     labels = [i % 2 for i in range(n)]
     predictions = [y if i < correct * n else 1 - y for i, y in enumerate(labels)]
     return {"key": f"{phase}-{method}-{loss}-{seed}-{lr}", "phase": phase, "method": method, "loss": loss,
-            "seed": seed, "task": "rte", "lr": lr, "score": correct, "seconds": 1.0, "parameters": {"trainable": trainable, "total": 10**6},
+            "seed": seed, "task": "rte", "lr": lr, "score": correct, "seconds": 1.0,
+            "parameters": {"trainable": trainable, "total": 10**6},
             "train_label_counts": {"a": 250, "b": 250},
             "dev_predictions": {"validation": {"prediction": predictions, "label": labels}}}
 
