@@ -130,7 +130,8 @@ def claim1(results: Path, task: str) -> tuple[list[str], dict | None]:
     cells = {method: cell for (method, loss), cell in piece.items() if loss == "ce"}
     out = [f"### Claim 1 on {task.upper()} (`{folder.name}`)", ""] + _failed(failed)
     if not cells:
-        return out + ["Not run yet.", ""], None
+        tuned = sum(line.get("phase") == "tune" for line in read_lines(folder / "results.jsonl"))
+        return out + [f"No grid run yet ({tuned} learning-rate runs done)." if tuned else "Not run yet.", ""], None
     metric = _metric_for(task)
     out += ["| method | lr | trainable params | dev score, mean ± std (seeds) |", "|---|---:|---:|---:|"]
     out += [f"| {m} | {c['lr']:g} | {c['trainable']:,} | {cell_text(c)} |"
