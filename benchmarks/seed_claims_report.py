@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -110,9 +109,8 @@ def verdict(d: dict | None, better: str, worse: str) -> str:
 def cell_text(cell: dict | None) -> str:
     if cell is None:
         return "–"
-    scores = [100 * s for s in cell["scores"]]
-    spread = f" ± {statistics.stdev(scores):.1f}" if len(scores) > 1 else ""
-    return f"{statistics.mean(scores):.1f}{spread} ({len(scores)})"
+    spread = f" ± {100 * cell['std']:.1f}" if len(cell["scores"]) > 1 else ""
+    return f"{100 * cell['mean']:.1f}{spread} ({len(cell['scores'])})"
 
 
 def per_class_text(cell: dict) -> str:
