@@ -80,7 +80,7 @@ def table(scores: dict, cells: dict, cost: dict[str, tuple[float, float]], heade
     return "\n".join(out) + "\n"
 
 
-def plot(scores: dict, cost: dict[str, tuple[float, float]], path: Path) -> None:
+def plot(cells: dict, cost: dict[str, tuple[float, float]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -89,11 +89,10 @@ def plot(scores: dict, cost: dict[str, tuple[float, float]], path: Path) -> None
     for ax, task in zip(axes[0], TASKS):
         curve = []
         for _, short, label, _ in POINTS:
-            values = list(scores.get((task, label), {}).values())
-            if not values:
+            cell = cells.get((task, label))
+            if cell is None:
                 continue
-            x, y = cost[label][0], statistics.mean(values)
-            err = statistics.stdev(values) if len(values) > 1 else 0.0
+            x, y, err = cost[label][0], cell["mean"], cell["std"]
             on_curve = label.startswith("adapter-houlsby-top") or label == ALL_BLOCKS
             style = dict(marker="o", color="tab:blue") if on_curve else dict(marker="s", color="tab:gray")
             ax.errorbar([x], [y], yerr=[err], capsize=3, linestyle="none", **style)
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
               "Made by `python benchmarks/layer_choice.py`.")
     out_dir = sources[0]
     write_text_atomic(out_dir / "cost_quality.md", table(scores, cells, cost, header))
-    plot(scores, cost, out_dir / "cost_quality.png")
+    plot(cells, cost, out_dir / "cost_quality.png")
     print(f"wrote {out_dir / 'cost_quality.md'} and {out_dir / 'cost_quality.png'}")
     return 0
 

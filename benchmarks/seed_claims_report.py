@@ -28,6 +28,7 @@ from seed_claims import RESULTS, SIZES  # noqa: E402
 
 from adaptkit.atomic import write_text_atomic  # noqa: E402
 from glue_tasks.choices import CANDIDATES, EXTRA_CANDIDATES  # noqa: E402
+from glue_tasks.compare import best_rate  # noqa: E402
 from glue_tasks.compare_report import grid_cell, paired_cells  # noqa: E402
 from glue_tasks.ledger import read_lines  # noqa: E402
 from glue_tasks.tasks import get_task  # noqa: E402
@@ -44,14 +45,13 @@ def chosen_lrs(folder: Path, lines: list[dict]) -> dict[str, float]:
     if summary.exists():
         table = json.loads(summary.read_text(encoding="utf-8"))["learning_rates"]
         return {m: entry["chosen"] for m, entry in table.items() if entry.get("chosen") is not None}
-    chosen = {}
-    for method in {line["method"] for line in lines if line.get("phase") == "tune"}:
-        order = list({**CANDIDATES, **EXTRA_CANDIDATES}[method][1])
-        tried = [(line["score"], -order.index(line["lr"]), line["lr"]) for line in lines
-                 if line.get("phase") == "tune" and line["method"] == method and "score" in line]
-        if tried:
-            chosen[method] = max(tried)[2]
-    return chosen
+    tuned: dict[str, dict[float, float]] = defaultdict(dict)
+    for line in lines:
+        if line.get("phase") == "tune" and "score" in line:
+            tuned[line["method"]][line["lr"]] = line["score"]
+    chosen = {method: best_rate({**CANDIDATES, **EXTRA_CANDIDATES}[method][1], scores)
+              for method, scores in tuned.items()}
+    return {method: lr for method, lr in chosen.items() if lr is not None}
 
 
 def load_piece(folder: Path) -> tuple[dict[tuple[str, str], dict], int]:

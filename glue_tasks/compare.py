@@ -21,6 +21,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -139,11 +140,17 @@ def choose_lrs(plan: ComparePlan, lines: list[dict]) -> dict[str, float | None]:
         if method in plan.fixed_lrs:
             chosen[method] = plan.fixed_lrs[method]
             continue
-        tried = [(scores.get(run_key(plan.config(method, "ce", plan.seeds[0], lr, True))), -i, lr)
-                 for i, lr in enumerate(plan.lr_candidates[method])]
-        scored = [t for t in tried if t[0] is not None]
-        chosen[method] = max(scored)[2] if scored else None
+        candidates = plan.lr_candidates[method]
+        chosen[method] = best_rate(candidates, {
+            lr: scores.get(run_key(plan.config(method, "ce", plan.seeds[0], lr, True))) for lr in candidates})
     return chosen
+
+
+def best_rate(candidates: Sequence[float], scores: dict[float, float | None]) -> float | None:
+    """The candidate with the best held-out score, the first listed on a tie; None when none has a
+    score (every one diverged or has not run). The one rule, for compare and for reports of its ledgers."""
+    scored = [(scores[lr], -i, lr) for i, lr in enumerate(candidates) if scores.get(lr) is not None]
+    return max(scored)[2] if scored else None
 
 
 def _run_phase(plan: ComparePlan, phase: str, runs: list[tuple]) -> list[dict]:
