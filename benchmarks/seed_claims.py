@@ -9,7 +9,8 @@ Each piece is one ``adaptkit-glue compare`` with its ledger, summary and plot un
 loses at most the run in progress; rerunning skips every finished run.
 
 1. Adapters vs top-layer retraining (Houlsby et al. 2019, Fig. 4): whole RTE and MRPC train sets,
-   3 epochs at batch 32, 3 seeds; learning rates chosen on RTE's held-out 10% and reused for MRPC.
+   3 epochs at batch 32, 3 seeds; learning rates chosen on RTE's held-out 10% and reused for MRPC
+   (claim1-mrpc can start, on the other core, as soon as claim1-rte has written learning_rates.json).
 2. Cosine loss from scratch on small data (Barz & Denzler 2020): scratch-small and MiniLM + a Houlsby
    adapter with ce, cosine and cosine + 0.1·CE on 500, 1,000 and 5,000 examples of SST-2 (2 classes)
    and of STS-B with its scores rounded into 6 classes (a real-data stand-in for a task with more
@@ -53,7 +54,7 @@ def pieces(data_dir: str) -> dict[str, list[str]]:
                                    "--seeds", "3", "--losses", "ce", "--permute-vocabulary", "1",
                                    "--methods", "scratch-small", "adapter-houlsby-64", "full"]
     out["claim1-mrpc"] = ["--task", "mrpc", *glue, *claim1,
-                          "--lrs-from", str(RESULTS / "claim1-rte" / "summary.json")]
+                          "--lrs-from", str(RESULTS / "claim1-rte" / "learning_rates.json")]
     return out
 
 

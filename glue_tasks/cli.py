@@ -119,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--losses", nargs="+", choices=LOSSES,
                       help="default: all three for classification, ce for regression")
     grid.add_argument("--seeds", type=int, help="seeds per method and loss (default 3)")
-    grid.add_argument("--lrs-from", metavar="SUMMARY_JSON",
-                      help="reuse the learning rates an earlier compare chose (its summary.json) instead of "
-                           "choosing them again, e.g. on a second task")
+    grid.add_argument("--lrs-from", metavar="JSON",
+                      help="reuse the learning rates an earlier compare chose instead of choosing them again, "
+                           "e.g. on a second task: its learning_rates.json (written once its learning-rate runs "
+                           "are done, so both can run at once) or its summary.json")
     grid.add_argument("--work-dir", help="run folders and logs (default: OUTPUT_DIR/runs)")
     run = compare.add_argument_group("each run")
     run.add_argument("--epochs", type=int, default=2, help="passes over the training data")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from adaptkit.atomic import write_json_atomic
+
 from .choices import CANDIDATES, EXTRA_CANDIDATES
 from .ledger import append_line, done_keys, read_lines
 from .methods import SMALL_SCRATCH, MethodSpec
@@ -35,6 +37,7 @@ from .train import DivergenceError, TrainConfig, train
 
 BASELINE = "scratch-small"
 TUNE_FRACTION = 0.1
+LEARNING_RATES = "learning_rates.json"
 
 
 @dataclass
@@ -111,21 +114,29 @@ def content_id(path: str) -> str:
 
 
 def lrs_from(summary_file: Path) -> dict[str, float]:
-    """The learning rates an earlier compare chose (its summary.json), to reuse on another task."""
+    """The learning rates an earlier compare chose (its learning_rates.json, written as soon as they are
+    chosen, or its summary.json), to reuse on another task."""
+    if not Path(summary_file).exists():
+        raise ValueError(f"--lrs-from {summary_file}: no such file; the earlier compare writes {LEARNING_RATES} "
+                         "into its output folder once its learning-rate runs are done: run or resume it first")
     try:
         table = json.loads(Path(summary_file).read_text(encoding="utf-8"))["learning_rates"]
     except (OSError, ValueError, KeyError) as error:
-        raise ValueError(f"--lrs-from {summary_file}: not the summary.json of a compare run ({error})") from None
+        raise ValueError(f"--lrs-from {summary_file}: not the {LEARNING_RATES} or summary.json of a compare run "
+                         f"({error})") from None
     return {method: entry["chosen"] for method, entry in table.items() if entry.get("chosen") is not None}
 
 
 def run_compare(plan: ComparePlan) -> dict:
     """Both phases, skipping runs already in the ledger; returns the report (also written)."""
-    from .compare_report import write_report
+    from .compare_report import tuning_table, write_report
 
     lines = _run_phase(plan, "tune", [(m, "ce", plan.seeds[0], lr, True) for m in plan.methods
                                       if m not in plan.fixed_lrs for lr in plan.lr_candidates[m]])
     chosen = choose_lrs(plan, lines)
+    # Written before the grid, so another compare can reuse the rates (--lrs-from) while this one scores.
+    write_json_atomic(plan.output_dir / LEARNING_RATES,
+                      {"learning_rates": tuning_table(plan, {line["key"]: line for line in lines}, chosen)})
     _run_phase(plan, "grid", [(m, loss, seed, chosen[m], False) for m in plan.methods if chosen[m] is not None
                               for loss in plan.losses for seed in plan.seeds])
     return write_report(plan, read_lines(plan.ledger), chosen)

@@ -57,7 +57,7 @@ def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float |
         "settings": {k: v for k, v in plan.base.items() if v is not None} | {
             "methods": plan.methods, "losses": plan.losses, "seeds": plan.seeds},
         "cells": [{k: v for k, v in c.items() if k not in ("predictions", "labels_per_example")} for c in ranked],
-        "winner_vs_runner_up": verdict, "learning_rates": _tuning(plan, by_key, chosen), "missing": missing,
+        "winner_vs_runner_up": verdict, "learning_rates": tuning_table(plan, by_key, chosen), "missing": missing,
         "failed": failed, "run_seconds": round(sum(line.get("seconds", 0) for line in lines), 1),
         "test": {"resamples": RESAMPLES, "alpha": ALPHA}, "machine": machine_info(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -95,7 +95,8 @@ def paired_cells(a: dict, b: dict, metric: str) -> dict:
     return paired_bootstrap(a["predictions"], b["predictions"], a["labels_per_example"], metric).to_dict()
 
 
-def _tuning(plan: ComparePlan, by_key: dict, chosen: dict[str, float]) -> dict:
+def tuning_table(plan: ComparePlan, by_key: dict, chosen: dict[str, float | None]) -> dict:
+    """Per method, the held-out score of each candidate rate and the one chosen (or where it came from)."""
     table = {}
     for method in plan.methods:
         if method in plan.fixed_lrs:

@@ -172,13 +172,21 @@ def test_permuted_vocabulary_is_a_fixed_bijection_that_eval_reapplies(tiny_model
 
 def test_learning_rates_reused_from_an_earlier_compare(tiny_model_dir, tmp_path, capsys):
     data = write_reviews(tmp_path / "reviews.csv")
-    first, second = tmp_path / "first", tmp_path / "second"
+    first = tmp_path / "first"
     common = ["--train-file", str(data), "--model", str(tiny_model_dir), "--methods", "scratch-small", "top-0",
               "--losses", "ce", "--seeds", "1", "--epochs", "1", "--max-length", "32"]
     assert main(["compare", *common, "--output-dir", str(first)]) == 0
     chosen = {m: e["chosen"] for m, e in json.loads((first / "summary.json").read_text())["learning_rates"].items()}
-    assert main(["compare", *common, "--output-dir", str(second), "--lrs-from", str(first / "summary.json")]) == 0
-    lines = read_lines(second / "results.jsonl")
-    assert {line["phase"] for line in lines} == {"grid"} and {line["method"]: line["lr"] for line in lines} == chosen
+    early = json.loads((first / "learning_rates.json").read_text())["learning_rates"]
+    assert early == json.loads((first / "summary.json").read_text())["learning_rates"], \
+        "the rates written before the grid are the ones the summary reports"
+    for source, second in ((first / "summary.json", tmp_path / "second"),
+                           (first / "learning_rates.json", tmp_path / "third")):
+        assert main(["compare", *common, "--output-dir", str(second), "--lrs-from", str(source)]) == 0
+        lines = read_lines(second / "results.jsonl")
+        assert {line["phase"] for line in lines} == {"grid"}
+        assert {line["method"]: line["lr"] for line in lines} == chosen
     assert main(["compare", *common, "--output-dir", str(second), "--lrs-from", str(data)]) == 2
-    assert "not the summary.json of a compare run" in capsys.readouterr().err
+    assert "not the learning_rates.json or summary.json of a compare run" in capsys.readouterr().err
+    assert main(["compare", *common, "--output-dir", str(second), "--lrs-from", str(tmp_path / "nope.json")]) == 2
+    assert "once its learning-rate runs are done" in capsys.readouterr().err
