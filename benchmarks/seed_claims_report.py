@@ -18,7 +18,6 @@ every cell shows its number of seeds, and every verdict names the cells it rests
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -28,7 +27,7 @@ from seed_claims import RESULTS, SIZES  # noqa: E402
 
 from adaptkit.atomic import write_text_atomic  # noqa: E402
 from glue_tasks.choices import CANDIDATES, EXTRA_CANDIDATES  # noqa: E402
-from glue_tasks.compare import best_rate  # noqa: E402
+from glue_tasks.compare import best_rate, lrs_from  # noqa: E402
 from glue_tasks.compare_report import grid_cell, paired_cells  # noqa: E402
 from glue_tasks.ledger import read_lines  # noqa: E402
 from glue_tasks.tasks import get_task  # noqa: E402
@@ -43,8 +42,7 @@ def chosen_lrs(folder: Path, lines: list[dict]) -> dict[str, float]:
     as compare chooses); a method tuned elsewhere (--lrs-from) is left out and takes its one rate."""
     summary = folder / "summary.json"
     if summary.exists():
-        table = json.loads(summary.read_text(encoding="utf-8"))["learning_rates"]
-        return {m: entry["chosen"] for m, entry in table.items() if entry.get("chosen") is not None}
+        return lrs_from(summary)
     tuned: dict[str, dict[float, float]] = defaultdict(dict)
     for line in lines:
         if line.get("phase") == "tune" and "score" in line:
