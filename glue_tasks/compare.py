@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from adaptkit.atomic import write_json_atomic
@@ -182,15 +183,20 @@ def _run_phase(plan: ComparePlan, phase: str, runs: list[tuple]) -> list[dict]:
 
 def _train_quietly(cfg: TrainConfig) -> dict:
     """One run with its output in ``train.log`` in its folder. A diverging run is recorded as failed
-    (and not retried: delete its line from the ledger to try again)."""
+    (and not retried: delete its line from the ledger to try again). The torch thread count is kept
+    with it: on a CPU another count sums in another order, and the same run ends elsewhere."""
     started = time.perf_counter()
+
+    def how_it_ran() -> dict:
+        return {"threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1)}
+
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     with open(Path(cfg.output_dir) / "train.log", "w", encoding="utf-8") as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             results = train(cfg)
         except DivergenceError as error:
-            return {"failed": str(error), "seconds": round(time.perf_counter() - started, 1)}
+            return {"failed": str(error), **how_it_ran()}
     keep = ("score", "dev", "dev_predictions", "parameters", "best_epoch", "train_examples", "train_label_counts",
             "labels", "task")
-    return {**{k: results[k] for k in keep}, "seconds": round(time.perf_counter() - started, 1)}
+    return {**{k: results[k] for k in keep}, **how_it_ran()}

@@ -5,6 +5,7 @@ and the winner against the runner-up by a paired bootstrap over the dev examples
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 
 import numpy
@@ -59,6 +60,7 @@ def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float |
         "cells": [{k: v for k, v in c.items() if k not in ("predictions", "labels_per_example")} for c in ranked],
         "winner_vs_runner_up": verdict, "learning_rates": tuning_table(plan, by_key, chosen), "missing": missing,
         "failed": failed, "run_seconds": round(sum(line.get("seconds", 0) for line in lines), 1),
+        "runs_by_threads": _runs_by_threads(lines),
         "test": {"resamples": RESAMPLES, "alpha": ALPHA}, "machine": machine_info(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -164,8 +166,16 @@ def summary_markdown(summary: dict) -> str:
                   f"Failed runs ({len(summary['failed'])}): " + "; ".join(summary["failed"])]
     lines += ["", f"Total run time {summary['run_seconds'] / 60:.1f} min on {summary['machine']['cpu']} "
               f"({summary['machine']['cores']} cores{', ' + summary['machine']['gpu'] if summary['machine']['gpu'] else ''}), "
-              f"{summary['date']}."]
+              f"{summary['date']}; torch threads per run: "
+              + ", ".join(f"{t} ({n} runs)" for t, n in summary["runs_by_threads"].items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _runs_by_threads(lines: list[dict]) -> dict[str, int]:
+    """How many runs used each torch thread count: on a CPU the count changes the order of sums, so
+    the same run with another count gives other (not worse) numbers. Older ledgers did not record it."""
+    counts = Counter(str(line.get("threads", "not recorded")) for line in lines)
+    return dict(sorted(counts.items()))
 
 
 def _plot(cells: list[dict], path, task: str) -> None:

@@ -7,6 +7,7 @@ import random
 
 import numpy
 import pytest
+import torch
 
 from glue_run_fixtures import write_rte, write_tiny_model
 from glue_tasks.cli import main
@@ -45,6 +46,8 @@ def test_compare_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     assert all(set(line["dev_predictions"]) == {"held_out"} for line in tune)  # rates never see the dev set
     assert all(set(line["dev_predictions"]) == {"validation"} for line in grid)
     assert all(sum(line["train_label_counts"].values()) == line["train_examples"] for line in grid)
+    assert {line["threads"] for line in lines} == {torch.get_num_threads()}  # the order of sums on a CPU
+    assert f"torch threads per run: {torch.get_num_threads()} (18 runs)" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["model"] == str(tiny_model_dir)  # the resolved model, also when it is the default
     for method, entry in summary["learning_rates"].items():
