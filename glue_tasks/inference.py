@@ -142,10 +142,13 @@ def _glue_prediction_splits(task: Task, source: GlueData) -> list[str]:
 
 
 def _submission(task: Task, indices, predictions) -> str:
-    """index and prediction per row: a score, a label word (own data, MNLI/QNLI/RTE) or a class id."""
+    """index and prediction per row: a score, a label word (own data, MNLI/QNLI/RTE) or a class id.
+    GLUE scores are clipped to the task's range with 3 decimals (the server's format); own data's keep
+    float32's precision, since its targets may live on any scale."""
     if task.is_regression:
         low, high = task.score_range or (-float("inf"), float("inf"))
-        labels = [f"{min(high, max(low, float(p))):.3f}" for p in predictions]
+        digits = ".3f" if task.is_glue else ".9g"
+        labels = [format(min(high, max(low, float(p))), digits) for p in predictions]
     elif not task.is_glue or task.name in WORD_LABELS:
         labels = [task.label_names[int(p)] for p in predictions]
     else:

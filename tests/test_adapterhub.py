@@ -13,8 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 import adaptkit
 from adaptkit import adapterhub
-
-compat = pytest.importorskip("benchmarks.adapterhub_compat")
+from benchmarks import adapterhub_compat as compat
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = sorted(p.name for p in FIXTURES.glob("adapterhub_*"))
 
@@ -49,8 +48,11 @@ def test_adapterhub_outputs_are_reproduced(case):
     assert name == "task" and adaptkit.active_adapter(model) == "task"
     out = outputs(model, expected)
     tolerance = max(1e-5, 2 * bare)
+    effect = (expected["hidden"] - expected["bare_hidden"]).abs().max().item()
+    # the base models agree across versions far better than the adapter changes the output, so a
+    # tolerance from their gap can never pass an adapter that is not applied
+    assert effect > 1e-2 and tolerance < effect / 100
     assert (out.last_hidden_state - expected["hidden"]).abs().max() <= tolerance
-    assert (expected["hidden"] - expected["bare_hidden"]).abs().max() > 1e-2  # the adapter does something
     if "logits" in expected:
         assert (out.logits - expected["logits"]).abs().max() <= tolerance
     with adaptkit.adapters_disabled(model):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 import adaptkit
 from tiny_models import logits, tiny_config, tiny_inputs, tiny_model
@@ -132,14 +132,27 @@ def test_model_without_transformer_blocks():
 
 
 def test_gradient_checkpointing_trains_adapters():
-    model = tiny_model("bert")
-    model.activation_checkpointing_enable()
-    model.train()
-    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8))
-    inputs = tiny_inputs(model)
-    nn.functional.cross_entropy(model(**inputs).logits, torch.tensor([0, 1])).backward()
-    grads = [p.grad for n, p in model.named_parameters() if "adaptkit" in n]
-    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    def adapter_grads(checkpointing: bool):
+        model = tiny_model("bert")
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0  # both models compute the same function
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model.train()
+        adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8))
+        calls = []
+        model.bert.encoder.layer[0].output.dense.register_forward_hook(lambda *_: calls.append(1))
+        nn.functional.cross_entropy(model(**tiny_inputs(model)).logits, torch.tensor([0, 1])).backward()
+        return {n: p.grad for n, p in model.named_parameters() if "adaptkit" in n}, len(calls)
+
+    grads, calls = adapter_grads(checkpointing=True)
+    assert calls == 2, "the block ran again in the backward pass: checkpointing is on"
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+    plain, plain_calls = adapter_grads(checkpointing=False)
+    assert plain_calls == 1
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain[name])
 
 
 def test_adapters_keep_fp32_on_a_16_bit_base_unless_asked_and_run_under_autocast():
@@ -181,3 +194,64 @@ def test_parameter_report_reads_as_a_table():
     assert data["trainable"] == report.trainable_count
     assert json.dumps(data)
     assert 0 < report.trainable_percent < 100
+
+
+def _owned_by(model, name: str) -> dict[str, bool]:
+    """requires_grad of every tensor adapter ``name`` owns (its adapter weights, LayerNorms, head)."""
+    return {n: p.requires_grad for n, p in model.named_parameters() if f".{name}." in n and "adaptkit" in n}
+
+
+def test_an_adapter_added_without_activation_neither_runs_nor_trains():
+    model = tiny_model("bert")
+    inputs = tiny_inputs(model)
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="a")
+    train_steps(model, inputs)
+    trained_a = logits(model, inputs)
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="b", activate=False)
+    assert adaptkit.active_adapter(model) == "a" and torch.equal(logits(model, inputs), trained_a)
+    assert not any(_owned_by(model, "b").values()) and all(_owned_by(model, "a").values())
+    adaptkit.set_trainable_adapters(model, ["a", "b"])
+    assert all(_owned_by(model, "b").values())
+    adaptkit.set_trainable_adapters(model, None)  # back to the default: the active adapter trains
+    assert not any(_owned_by(model, "b").values()) and all(_owned_by(model, "a").values())
+
+
+def test_deleting_the_active_adapter_leaves_the_others_idle(tmp_path):
+    model = tiny_model("bert")
+    inputs = tiny_inputs(model)
+    base = logits(model, inputs)
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="a")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="b")
+    train_steps(model, inputs)
+    adaptkit.delete_adapter(model, "b")
+    assert adaptkit.active_adapter(model) is None and list(adaptkit.list_adapters(model)) == ["a"]
+    assert torch.equal(logits(model, inputs), base), "no active adapter: the base model computes"
+    assert not any(p.requires_grad for p in model.parameters())
+    with pytest.raises(adaptkit.AdapterError, match="no adapter is active"):
+        adaptkit.save_adapter(model, tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    adaptkit.save_adapter(model, tmp_path / "a", name="a")  # by name it still saves
+
+
+def test_per_example_adapters_needs_a_name_per_example():
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="a")
+    with pytest.raises(adaptkit.AdapterError, match="got none"), adaptkit.per_example_adapters(model, []):
+        pass
+    with pytest.raises(adaptkit.AdapterError, match=r"unknown: \['x'\]; this model has: a"), \
+            adaptkit.per_example_adapters(model, ["a", "x"]):
+        pass
+
+
+def test_adapter_dropout_acts_in_train_mode_only():
+    config = tiny_config("bert")
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0  # only the adapters' dropout is left
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    inputs = tiny_inputs(model)
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8, dropout=0.5, init_std=0.5), name="a")
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(**inputs).logits, model(**inputs).logits)
+    model.eval()
+    assert torch.equal(logits(model, inputs), logits(model, inputs))

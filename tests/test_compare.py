@@ -122,8 +122,13 @@ def test_paired_bootstrap_sees_a_real_difference_and_not_a_null_one():
     assert better.beyond_spread and better.low > 0.2 and better.p_value == pytest.approx(2 / 10_001)
     same = paired_bootstrap(good, good, labels, "accuracy")
     assert (same.difference, same.low, same.high, same.beyond_spread) == (0.0, 0.0, 0.0, False)
-    noise = paired_bootstrap(coin, rng.integers(0, 2, (3, 400)), labels, "accuracy")
-    assert noise.low < 0 < noise.high or abs(noise.difference) < 0.06
+    # Two coin-flip methods, 40 times: the 95% interval holds 0 about 95% of the time, and is as wide as
+    # the spread of a difference of two 3-seed accuracies on 400 examples (sd sqrt(2 * 0.25 / 3 / 400)).
+    nulls = [paired_bootstrap(rng.integers(0, 2, (3, 400)), rng.integers(0, 2, (3, 400)), labels, "accuracy",
+                              resamples=2000) for _ in range(40)]
+    assert 34 <= sum(null.low <= 0 <= null.high for null in nulls) <= 40
+    expected_width = 2 * 1.96 * (2 * 0.25 / 3 / 400) ** 0.5
+    assert numpy.mean([null.high - null.low for null in nulls]) == pytest.approx(expected_width, rel=0.15)
     with pytest.raises(ValueError, match="same examples"):
         paired_bootstrap(good, good[:, :10], labels, "accuracy")
 

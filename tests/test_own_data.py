@@ -8,9 +8,11 @@ import random
 import re
 from pathlib import Path
 
+import numpy
 import pyarrow
 import pyarrow.parquet
 import pytest
+import scipy.stats
 
 from glue_run_fixtures import write_rte, write_tiny_model
 from glue_tasks.cli import main
@@ -97,7 +99,11 @@ def test_jsonl_regression_with_a_text_pair(tiny_model_dir, tmp_path, capsys):
     assert main(["predict", "--run-dir", str(out), "--output", str(tmp_path / "pred")]) == 0
     assert "predicting the dev split" in capsys.readouterr().err
     rows = (tmp_path / "pred" / "scores-validation-predictions.tsv").read_text().splitlines()[1:]
-    assert len(rows) == 12 and all(float(row.split("\t")[1]) == float(row.split("\t")[1]) for row in rows)
+    predicted = [float(row.split("\t")[1]) for row in rows]
+    targets = [json.loads(line)["y"] for line in dev_file.read_text().splitlines()]
+    assert len(predicted) == 12  # the predictions the recorded dev score was computed from, at full precision
+    assert scipy.stats.pearsonr(predicted, targets)[0] == pytest.approx(results["dev"]["validation"]["pearson"],
+                                                                      abs=1e-6)
 
 
 def test_integer_labels_are_classes_unless_regression(tiny_model_dir, tmp_path):
@@ -297,3 +303,15 @@ def test_the_training_file_is_parsed_once_for_both_splits(tmp_path, monkeypatch)
     train, dev = source.load("train").dataset, source.load("validation").dataset
     assert len(parsed) == 1 and len(train) == 36 and len(dev) == 4
     assert not set(train["text"]) & set(dev["text"])
+
+
+def test_regression_predictions_keep_their_precision_except_on_the_glue_server_format():
+    from glue_tasks.inference import _submission
+    from glue_tasks.tasks import get_task
+
+    predictions = numpy.array([0.000123456, 5.4321, -0.25], dtype=numpy.float32)
+    own = _submission(own_task("tiny", ("text",), None), [0, 1, 2], predictions).splitlines()[1:]
+    parsed = numpy.array([float(row.split("\t")[1]) for row in own], dtype=numpy.float32)
+    assert numpy.array_equal(parsed, predictions)  # read back as float32: the very values
+    glue = _submission(get_task("stsb"), [0, 1, 2], predictions).splitlines()[1:]
+    assert [row.split("\t")[1] for row in glue] == ["0.000", "5.000", "0.000"]  # STS-B's 0-5, 3 decimals

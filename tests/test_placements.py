@@ -8,9 +8,8 @@ import torch
 import adaptkit
 from adaptkit.layer import BottleneckAdapter
 from adaptkit.params import SLOT_ATTR
+from benchmarks import sweep
 from tiny_models import logits, tiny_inputs, tiny_model
-
-sweep = pytest.importorskip("benchmarks.sweep")
 
 
 def adapter_of(module) -> BottleneckAdapter:
