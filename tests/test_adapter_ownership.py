@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, Trainer, TrainerCal
 
 import adaptkit
 from adaptkit.params import task_copy_parameter_names
-from tiny_models import logits, tiny_inputs, tiny_model
+from tiny_models import logits, tiny_inputs, tiny_model, without_dropout
 
 LABELS = torch.tensor([0, 1])
 
@@ -208,10 +208,7 @@ def test_trainer_checkpoint_resume_and_save_model_round_trip(tmp_path):
 
 
 def two_adapter_gradients(checkpointing, use_reentrant=False):
-    model = two_adapter_model()
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
+    model = without_dropout(two_adapter_model())
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
     model.train()

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM
 
 import adaptkit
-from tiny_models import logits, tiny_config, tiny_inputs, tiny_model
+from tiny_models import logits, tiny_config, tiny_inputs, tiny_model, without_dropout
 
 
 def train_steps(model, inputs, steps=3, lr=1e-2):
@@ -133,10 +133,7 @@ def test_model_without_transformer_blocks():
 
 def test_gradient_checkpointing_trains_adapters():
     def adapter_grads(checkpointing: bool):
-        model = tiny_model("bert")
-        for module in model.modules():
-            if isinstance(module, nn.Dropout):
-                module.p = 0.0  # both models compute the same function
+        model = without_dropout(tiny_model("bert"))  # both models compute the same function
         if checkpointing:
             model.activation_checkpointing_enable()
         model.train()
@@ -244,10 +241,7 @@ def test_per_example_adapters_needs_a_name_per_example():
 
 
 def test_adapter_dropout_acts_in_train_mode_only():
-    config = tiny_config("bert")
-    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0  # only the adapters' dropout is left
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = without_dropout(tiny_model("bert"))  # only the adapter's dropout, added next, is left
     inputs = tiny_inputs(model)
     adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8, dropout=0.5, init_std=0.5), name="a")
     model.train()

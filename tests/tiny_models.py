@@ -51,6 +51,15 @@ def tiny_model(model_type: str, num_labels: int = 2, seed: int = 0, head: bool =
     return auto.from_config(config, dtype=torch.float32).eval()
 
 
+def without_dropout(model):
+    """The model with every dropout off (its own and any adapter's added so far): train mode then
+    computes one function, so two forward passes can be compared exactly."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
 def tiny_inputs(model, batch: int = 2, length: int = 8, seed: int = 1) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     if model.config.model_type == "vit":
