@@ -98,7 +98,7 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     meta = read_checkpoint_meta(directory)
     config = _config_of(meta, directory)
     check_structure(model, meta["base_model"], directory)
-    tensors = _read_tensors(directory / WEIGHTS_NAME)
+    meta, tensors = _in_this_models_names(model, meta, _read_tensors(directory / WEIGHTS_NAME))
     norms = set(layernorm_parameter_names(model))
     head_keys = [k for k in tensors if k.startswith("task:") and k[len("task:"):] not in norms]
     if load_head:
@@ -111,6 +111,43 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     _check_sites(model, sites, directory)
     _check_tensor_set(tensors, _expected_shapes(model, config, sites), directory / WEIGHTS_NAME, model)
     return install_adapter(model, config, name or meta["name"], sites, tensors, activate)
+
+
+def _in_this_models_names(model: nn.Module, meta: dict[str, Any],
+                          tensors: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """An adapter saved from a model with a task head names its modules under the backbone's
+    attribute (``bert.encoder...``), the bare backbone (``AutoModel``) without it: trained with a
+    head, it loads onto the bare encoder (``load_head=False``), and the other way round."""
+    rename = _backbone_renaming(model, [site["name"] for site in meta["sites"]])
+    if rename is None:
+        return meta, tensors
+    base = meta["base_model"]
+    meta = {**meta, "sites": [{**site, "name": rename(site["name"])} for site in meta["sites"]],
+            "base_model": {**base, "fingerprint": {rename(k): v for k, v in (base.get("fingerprint") or {}).items()}}}
+
+    def key(name: str) -> str:
+        kind, _, rest = name.partition(":")
+        if kind == "adapter":
+            site, _, param = rest.rpartition(":")
+            return f"adapter:{rename(site)}:{param}"
+        return f"{kind}:{rename(rest)}"
+
+    return meta, {key(k): v for k, v in tensors.items()}
+
+
+def _backbone_renaming(model: nn.Module, site_names: list[str]):
+    """The renaming (drop or add ``<base_model_prefix>.``) that makes saved site names this
+    model's modules, or None when they already are (or no renaming would make them so)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    modules = dict(model.named_modules())
+    if not prefix or not site_names or all(n in modules for n in site_names):
+        return None
+    lead = prefix + "."
+    if all(n.startswith(lead) and n[len(lead):] in modules for n in site_names):
+        return lambda n: n[len(lead):] if n.startswith(lead) else n
+    if all(lead + n in modules for n in site_names):
+        return lambda n: lead + n
+    return None
 
 
 def install_adapter(model: nn.Module, config: AdapterConfig, name: str, sites: list[Site],
@@ -142,8 +179,11 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():
+            saved_model = (directory / "config.json").is_file()
             raise CheckpointError(f"{path} not found: an adapter checkpoint directory holds "
-                                  f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by adaptkit.save_adapter)")
+                                  f"{CONFIG_NAME} and {WEIGHTS_NAME} (written by adaptkit.save_adapter)"
+                                  + ("; a folder of save_pretrained / Trainer.save_model gives its adapters "
+                                     "back with adaptkit.restore_adapters" if saved_model else ""))
     try:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -358,11 +398,14 @@ def _check_tensor_set(tensors: dict[str, torch.Tensor], expected: dict[str, tupl
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
+        head = {f"task:{n}" for n in head_parameter_names(model) + vocab_head_parameter_names(model)}
+        fix = ("; it was saved without a head for this model's: pass load_head=False to load the adapter "
+               "and its LayerNorms (this model's own head then runs, frozen)"
+               if missing and not extra and set(missing) <= head else "; re-save the adapter")
         raise CheckpointError(
             f"{path} does not hold the tensors its config describes: "
             + (f"missing {missing[:5]}{' …' if len(missing) > 5 else ''} " if missing else "")
-            + (f"unexpected {extra[:5]}{' …' if len(extra) > 5 else ''}" if extra else "")
-            + "; re-save the adapter")
+            + (f"unexpected {extra[:5]}{' …' if len(extra) > 5 else ''}" if extra else "") + fix)
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             hint = ""

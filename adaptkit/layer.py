@@ -11,7 +11,7 @@ from torch import nn
 
 from .config import AdapterConfig
 from .errors import AdapterError
-from .params import TASK_ATTR
+from .params import SLOT_ATTR, TASK_ATTR
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh,
@@ -229,9 +229,10 @@ class TaskSlot(_Slot):
 
                 self._put(module, name)
                 try:
-                    parts.append(module.forward(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()}))
+                    part = module.forward(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()})
                 finally:
                     self._restore(module)
+                parts.append(_with_own_adapter(module, name, part))
                 all_rows.append(rows)
             output = output.index_copy(0, torch.cat(all_rows), torch.cat(parts).to(output.dtype))
         return output
@@ -246,3 +247,13 @@ class TaskSlot(_Slot):
     def _restore(self, module: nn.Module) -> None:
         module._parameters.update(self._base)
         self._base = {}
+
+
+def _with_own_adapter(module: nn.Module, name: str, output: torch.Tensor) -> torch.Tensor:
+    """A module rerun for adapter ``name``'s rows skips its hooks: where the adapter also sits on
+    this module (``target_modules=["dense"]`` reaches RoBERTa's ``classifier.dense``), its delta
+    is added here, as the slot's hook adds it in a single-adapter forward."""
+    slot = getattr(module, SLOT_ATTR, None)
+    if isinstance(slot, AdapterSlot) and name in slot.adapters:
+        return output + slot.adapters[name].delta(output)
+    return output

@@ -22,8 +22,8 @@ from .errors import AdapterError
 from .head import ClassificationHead, HeadSlot
 from .layer import AdapterSlot, BottleneckAdapter, RenormSlot, Routing, RowGroups, TaskSlot
 from .params import (
-    ADAPTER_MARK, SLOT_ATTR, TASK_ATTR, TASK_MARK, has_mark, head_parameter_names, layernorm_parameter_names,
-    vocab_head_parameter_names,
+    ADAPTER_MARK, SLOT_ATTR, TASK_ATTR, TASK_MARK, has_mark, head_parameter_names, is_adaptkit_name,
+    layernorm_parameter_names, vocab_head_parameter_names,
 )
 from .targets import HEAD, SEQ_POST_LN, Site, norms_below_adapters, resolve_sites
 
@@ -31,6 +31,9 @@ STATE_ATTR = "_adaptkit_state"
 #: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
 #: backward reaches only when its input requires grad: a frozen embedding would cut the adapters off.
 NEED_INPUT_GRADS = {"reformer"}
+#: Model types whose blocks run sequence-first (seq, batch, hidden): a mixed batch's rows would be
+#: taken along the sequence.
+SEQUENCE_FIRST = {"xlnet", "fsmt"}
 #: ``model.config`` attribute listing the adapters, so ``save_pretrained`` writes it to
 #: config.json and ``restore_adapters`` can rebuild them from that folder.
 CONFIG_KEY = "adaptkit_adapters"
@@ -81,8 +84,10 @@ def add_adapter(model: nn.Module, config: AdapterConfig | None = None, name: str
                 activate: bool = True, sites: list[Site] | None = None) -> list[Site]:
     """Insert adapter ``name`` and (by default) make it the one that runs and trains.
 
-    The backbone is frozen; the active adapter, and per its config the LayerNorms and the
-    task head, train. Returns the sites adapted. On any error the model is left as it was.
+    The first adapter freezes every parameter of the model; from then on adaptkit sets
+    ``requires_grad`` only on its own parameters (the trained adapter, and per its config its
+    LayerNorms and head), so a parameter unfrozen by hand afterwards stays as set. Returns the
+    sites adapted. On any error the model is left as it was.
     """
     return insert_adapter(model, config or AdapterConfig(), name, activate, sites, initialise=True)
 
@@ -91,16 +96,20 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
                    sites: list[Site] | None, initialise: bool) -> list[Site]:
     """``add_adapter``; ``initialise=False`` skips the random init of weights a loader overwrites."""
     check_adapter_name(name)
+    _check_config(config)
+    refuse_peft_model(model)
     refuse_meta(model)
     state = get_state(model)
     if state is not None and name in state.adapters:
         raise AdapterError(f"an adapter named {name!r} already exists; delete it or choose another name")
     sites = resolve_sites(model, config) if sites is None else list(sites)
+    _check_sites_exist(model, sites)
     task_modules = _owning_modules(task_parameter_names(model, config))
     created = state is None
     if created:
         state = AdapterState(original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
         setattr(model, STATE_ATTR, state)
+        model.requires_grad_(False)
         state.hooks["recompute"] = RecomputeRouting(state).attach(model)
         if _needs_input_grads(model):
             model.enable_input_require_grads()
@@ -156,9 +165,40 @@ def check_adapter_name(name: object) -> None:
     """Refuse names that cannot key a module dict (torch would raise a raw KeyError)."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", name):
         raise AdapterError(f"adapter name {name!r} must be letters, digits, '_' or '-' (no dots)")
-    if hasattr(nn.ModuleDict, name):
+    if hasattr(nn.ModuleDict(), name):  # an instance: ``training``, ``_modules`` are set in __init__
         raise AdapterError(f"adapter name {name!r} is the name of a torch.nn.ModuleDict attribute, "
                            f"which cannot hold an adapter; choose another, e.g. {name + '_task'!r}")
+
+
+def _check_config(config: object) -> None:
+    if not isinstance(config, AdapterConfig):
+        fix = (f"to name the adapter, pass name={config!r}" if isinstance(config, str) else
+               "for a dict of fields use AdapterConfig.from_dict(fields)" if isinstance(config, dict) else
+               "e.g. AdapterConfig.houlsby(size=64)")
+        raise AdapterError(f"add_adapter(model, config, name) takes an AdapterConfig as config, got "
+                           f"{type(config).__name__} {config!r:.60}; {fix}")
+
+
+def refuse_peft_model(model: nn.Module) -> None:
+    """A PEFT wrapper hides the transformers model's head and would have its LoRA weights frozen."""
+    if type(model).__module__.startswith("peft."):
+        raise AdapterError(
+            f"adaptkit adapters go on the transformers model, not on a PEFT {type(model).__name__}: add "
+            "them first, then wrap the model with get_peft_model (adaptkit leaves LoRA's parameters "
+            "as PEFT sets them; call set_active_adapter after wrapping, since PEFT freezes every "
+            "parameter but its own)")
+
+
+def _check_sites_exist(model: nn.Module, sites: list[Site]) -> None:
+    """Sites named for another model class (``bert.encoder...`` on a bare ``BertModel``) are refused
+    before anything is added."""
+    modules = dict(model.named_modules())
+    missing = [site.name for site in sites if site.name not in modules]
+    if missing:
+        raise AdapterError(
+            f"{len(missing)} of the {len(sites)} adapter sites are not modules of this "
+            f"{type(model).__name__} (first: {missing[0]!r}): the adapter was placed on another model "
+            "class or architecture; load the base with the class the adapter was trained on")
 
 
 def refuse_meta(model: nn.Module) -> None:
@@ -223,7 +263,8 @@ def _forget(model: nn.Module, state: AdapterState) -> None:
     if _needs_input_grads(model):
         model.disable_input_require_grads()
     for param_name, param in model.named_parameters():
-        param.requires_grad_(state.original_requires_grad.get(param_name, True))
+        if param_name in state.original_requires_grad:  # one added since (LoRA) keeps its own
+            param.requires_grad_(state.original_requires_grad[param_name])
     delattr(model, STATE_ATTR)
     if hasattr(getattr(model, "config", None), CONFIG_KEY):
         delattr(model.config, CONFIG_KEY)
@@ -242,7 +283,7 @@ def set_trainable_adapters(model: nn.Module, names: Iterable[str] | None) -> Non
     """Train these adapters (with their LayerNorms and heads), e.g. several tasks in one step;
     ``None`` returns to the default: the active adapter trains. Fix it before DDP wraps the model."""
     state = _require_state(model)
-    names = None if names is None else list(names)
+    names = None if names is None else list(_name_list(names, "set_trainable_adapters"))
     for name in names or []:
         _require_state(model, name)
     state.trainable = names
@@ -286,7 +327,11 @@ def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Itera
     once for the whole batch; each adapter adds its delta to its own rows. Which adapters train
     is ``set_trainable_adapters``'s choice. Greedy ``generate`` works; beam search is refused."""
     state = _require_state(model)
-    names = list(names)
+    names = list(_name_list(names, "per_example_adapters"))
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in SEQUENCE_FIRST:
+        raise AdapterError(f"per_example_adapters cannot mix adapters on {model_type}: its blocks run "
+                           "sequence-first, so rows are not examples; run one adapter at a time")
     unknown = sorted({n for n in names if n is not None and n not in state.adapters}, key=str)
     if not names or unknown:
         raise AdapterError("per_example_adapters needs one adapter name (or None) per example; "
@@ -308,6 +353,13 @@ def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Itera
         state.per_example = None
         if get_state(model) is state:
             _route(model, state)
+
+
+def _name_list(names: object, caller: str) -> object:
+    """A lone string would be taken letter by letter."""
+    if isinstance(names, str):
+        raise AdapterError(f"{caller} takes a list of adapter names, got the string {names!r}: pass [{names!r}]")
+    return names
 
 
 def list_adapters(model: nn.Module) -> dict[str, AdapterConfig]:
@@ -357,7 +409,8 @@ def load_task_values(model: nn.Module, name: str, values: dict[str, torch.Tensor
 
 
 def _route(model: nn.Module, state: AdapterState) -> None:
-    """Point every slot at the routed adapter and set which parameters train."""
+    """Point every slot at the routed adapter and set which of adaptkit's parameters train (the
+    rest of the model is left as it is)."""
     routing = state.routing
     for module in model.modules():
         if isinstance(module, (AdapterSlot, TaskSlot)):
@@ -365,7 +418,8 @@ def _route(model: nn.Module, state: AdapterState) -> None:
     trains = state.trainable if state.trainable is not None else [state.active] * (state.active is not None)
     marks = [f"{mark}{name}." for name in trains for mark in (ADAPTER_MARK, TASK_MARK)]
     for param_name, param in model.named_parameters():
-        param.requires_grad_(any(has_mark(param_name, mark) for mark in marks))
+        if is_adaptkit_name(param_name):
+            param.requires_grad_(any(has_mark(param_name, mark) for mark in marks))
     if getattr(model, "config", None) is not None:
         setattr(model.config, CONFIG_KEY, {
             "active": state.active, "placement_version": PLACEMENT_VERSION,

