@@ -21,6 +21,17 @@ def saved(tmp_path):
     return tmp_path / "rte"
 
 
+def trained_and_saved(model, directory):
+    """The model with an adapter whose weights and LayerNorms moved from their start, saved there."""
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name=directory.name)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.1)
+    adaptkit.save_adapter(model, directory)
+    return model
+
+
 def rewrite_tensors(directory, change):
     """Edit the tensor file and record its new checksum, so only the edit itself is wrong."""
     path = directory / adaptkit.WEIGHTS_NAME
@@ -155,13 +166,7 @@ def test_head_of_another_kind_is_refused_naming_both_classes(tmp_path, saved):
 
 
 def test_load_head_false_loads_adapter_and_layernorms_onto_another_head(tmp_path):
-    tagger = token_classifier()
-    adaptkit.add_adapter(tagger, adaptkit.AdapterConfig.houlsby(size=8), name="ner")
-    with torch.no_grad():
-        for param in tagger.parameters():
-            if param.requires_grad:
-                param.add_(0.1)
-    adaptkit.save_adapter(tagger, tmp_path / "ner")
+    tagger = trained_and_saved(token_classifier(), tmp_path / "ner")
     model = tiny_model("bert")
     with adaptkit.adapters_disabled(tagger):
         model.bert.load_state_dict(
@@ -194,21 +199,9 @@ def test_malformed_config_fields_are_checkpoint_errors(saved, field, value, mess
         adaptkit.load_adapter(tiny_model("bert"), saved)
 
 
-def trained_classifier(tmp_path):
-    """A sequence classifier whose adapter and LayerNorms moved from their start, saved."""
-    model = tiny_model("bert")
-    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="rte")
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.add_(0.1)
-    adaptkit.save_adapter(model, tmp_path / "rte")
-    return model
-
-
 def test_an_adapter_trained_with_a_head_loads_onto_the_bare_encoder(tmp_path):
     """Train with a head, embed with the encoder: the saved names carry the task model's ``bert.``."""
-    classifier = trained_classifier(tmp_path)
+    classifier = trained_and_saved(tiny_model("bert"), tmp_path / "rte")
     encoder = tiny_model("bert", head=False)
     encoder.load_state_dict(classifier.bert.state_dict(), strict=False)  # the same backbone weights
     with pytest.raises(adaptkit.CheckpointError, match="load_head=False"):
