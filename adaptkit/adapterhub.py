@@ -29,8 +29,8 @@ from torch import nn
 from .checkpoint import install_adapter
 from .config import AdapterConfig
 from .errors import BaseModelMismatchError, CheckpointError
+from .head import refuse_beside_a_head
 from .model import refuse_meta, site_module
-from .params import head_parameter_names
 from .targets import ATTENTION, HEAD, Site, block_of, find_blocks, resolve_sites
 
 CONFIG, WEIGHTS, SAFE_WEIGHTS = "adapter_config.json", "pytorch_adapter.bin", "adapter.safetensors"
@@ -270,11 +270,7 @@ def _head_spec(model: nn.Module, model_type: str, directory: Path) -> dict[str, 
                               "AdapterHub's 'classification' head. Pass load_head=False to load the adapter alone")
     if meta.get("model_type") not in (None, model_type):
         raise BaseModelMismatchError(f"{path}: the head was trained on {meta.get('model_type')}, this model is {model_type}")
-    if getattr(model, "base_model", model) is not model or head_parameter_names(model):
-        raise CheckpointError(
-            f"{directory} holds a classification head, which loads as the adapter's own head onto the bare base "
-            f"model, but this model is {type(model).__name__}, with a head of its own. Load the base with "
-            "AutoModel.from_pretrained, or pass load_head=False to load the adapter alone")
+    refuse_beside_a_head(model, directory)
     activation = head.get("activation_function")
     if activation is not None and activation.lower() not in ACTIVATIONS:
         raise CheckpointError(f"{path}: activation_function={activation!r} is not supported; adaptkit "

@@ -22,6 +22,7 @@ from . import __version__
 from .atomic import atomic_path, sha256_file, write_json_atomic
 from .config import AdapterConfig, upgrade_placement
 from .errors import AdapterConfigError, BaseModelMismatchError, CheckpointError
+from .head import refuse_beside_a_head
 from .hub import local_folder
 from .layer import AdapterSlot
 from .model import (
@@ -32,7 +33,7 @@ from .params import (
     SLOT_ATTR, head_parameter_names, is_adaptkit_name, layernorm_parameter_names,
     vocab_head_parameter_names,
 )
-from .targets import Site, find_blocks, site_width
+from .targets import HEAD, Site, find_blocks, site_width
 
 # 2: fingerprint positions stored, dtypes recorded, train_vocab_head;
 # 3: placement "pfeiffer" is AdapterHub's SeqBn (formats 1-2 "pfeiffer" load as "houlsby-ffn")
@@ -98,14 +99,19 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     meta = read_checkpoint_meta(directory)
     config = _config_of(meta, directory)
     check_structure(model, meta["base_model"], directory)
-    meta, tensors = _in_this_models_names(model, meta, _read_tensors(directory / WEIGHTS_NAME))
+    tensors = _read_tensors(directory / WEIGHTS_NAME)
+    if not load_head:
+        meta, tensors = _without_own_head(meta, tensors)
+    elif any(site["kind"] == HEAD for site in meta["sites"]):
+        refuse_beside_a_head(model, directory)
+    meta, tensors = _in_this_models_names(model, meta, tensors)
     norms = set(layernorm_parameter_names(model))
     head_keys = [k for k in tensors if k.startswith("task:") and k[len("task:"):] not in norms]
     if load_head:
         _check_head_kind(model, meta["base_model"], head_keys, directory)
     else:
         tensors = {k: v for k, v in tensors.items() if k not in head_keys}
-        config = dataclasses.replace(config, train_head=False, train_vocab_head=False)
+        config = dataclasses.replace(config, train_head=False, train_vocab_head=False, head=None)
     check_fingerprint(model, meta["base_model"], directory)
     sites = [Site(**s) for s in meta["sites"]]
     _check_sites(model, sites, directory)
@@ -113,23 +119,32 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     return install_adapter(model, config, name or meta["name"], sites, tensors, activate)
 
 
+def _without_own_head(meta: dict[str, Any], tensors: dict[str, torch.Tensor]):
+    """The checkpoint less an adapter's own head (AdapterHub's): its site and tensors."""
+    heads = {site["name"] for site in meta["sites"] if site["kind"] == HEAD}
+    return ({**meta, "sites": [site for site in meta["sites"] if site["name"] not in heads]},
+            {k: v for k, v in tensors.items() if not (k.startswith("adapter:") and k.split(":")[1] in heads)})
+
+
 def _in_this_models_names(model: nn.Module, meta: dict[str, Any],
                           tensors: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """An adapter saved from a model with a task head names its modules under the backbone's
     attribute (``bert.encoder...``), the bare backbone (``AutoModel``) without it: trained with a
     head, it loads onto the bare encoder (``load_head=False``), and the other way round."""
-    rename = _backbone_renaming(model, [site["name"] for site in meta["sites"]])
+    heads = {site["name"] for site in meta["sites"] if site["kind"] == HEAD}  # on the model itself
+    rename = _backbone_renaming(model, [site["name"] for site in meta["sites"] if site["name"] not in heads])
     if rename is None:
         return meta, tensors
     base = meta["base_model"]
-    meta = {**meta, "sites": [{**site, "name": rename(site["name"])} for site in meta["sites"]],
+    meta = {**meta, "sites": [site if site["name"] in heads else {**site, "name": rename(site["name"])}
+                              for site in meta["sites"]],
             "base_model": {**base, "fingerprint": {rename(k): v for k, v in (base.get("fingerprint") or {}).items()}}}
 
     def key(name: str) -> str:
         kind, _, rest = name.partition(":")
         if kind == "adapter":
             site, _, param = rest.rpartition(":")
-            return f"adapter:{rename(site)}:{param}"
+            return f"adapter:{site if site in heads else rename(site)}:{param}"
         return f"{kind}:{rename(rest)}"
 
     return meta, {key(k): v for k, v in tensors.items()}
@@ -343,11 +358,12 @@ def _check_head_kind(model: nn.Module, recorded: dict[str, Any], head_keys: list
     silently score the pooled vector), naming both classes and the way out."""
     trained_on, this = recorded.get("architecture"), type(model).__name__
     if head_keys and trained_on != this:
+        kind = "whose head is of another kind" if head_parameter_names(model) else "which has no task head"
         raise CheckpointError(
             f"adapter {directory} holds a head trained on {trained_on} ({len(head_keys)} tensors, "
-            f"first {head_keys[0][len('task:'):]!r}), but this model is {this}, whose head is of "
-            f"another kind. Load the base as {trained_on} to use the adapter with its head, or "
-            "pass load_head=False to load the adapter and its LayerNorms without the head")
+            f"first {head_keys[0][len('task:'):]!r}), but this model is {this}, {kind}. Load the base as "
+            f"{trained_on} to use the adapter with its head, or pass load_head=False to load the adapter "
+            "and its LayerNorms without the head")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

@@ -14,13 +14,24 @@ from torch import nn
 from transformers.activations import get_activation
 from transformers.utils import ModelOutput
 
-from .errors import AdapterError
+from .errors import AdapterError, CheckpointError
 from .layer import AdapterSlot, UninitialisedLinear
+from .params import head_parameter_names
 
 HEAD_FIELDS = {"type", "num_labels", "layers", "activation", "token", "dropout", "bias"}
 #: Where the head reads the sequence: the first token (BERT, RoBERTa), the pooler's output, or
 #: the last token that is not padding (GPT-2).
 TOKENS = ("first", "pooler", "last")
+
+
+def refuse_beside_a_head(model: nn.Module, source: object) -> None:
+    """An adapter's own head adds ``logits`` to the bare base model's output; a task model's output
+    is already its head's."""
+    if getattr(model, "base_model", model) is not model or head_parameter_names(model):
+        raise CheckpointError(
+            f"{source} holds a classification head, which loads as the adapter's own head onto the bare base "
+            f"model, but this model is {type(model).__name__}, with a head of its own. Load the base with "
+            "AutoModel.from_pretrained, or pass load_head=False to load the adapter alone")
 
 
 class ClassificationHead(nn.Sequential):

@@ -232,10 +232,23 @@ class TaskSlot(_Slot):
                     part = module.forward(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()})
                 finally:
                     self._restore(module)
-                parts.append(_with_own_adapter(module, name, part))
+                parts.append(self._with_own_adapter(module, name, part))
                 all_rows.append(rows)
             output = output.index_copy(0, torch.cat(all_rows), torch.cat(parts).to(output.dtype))
         return output
+
+    def _with_own_adapter(self, module: nn.Module, name: str, output: torch.Tensor) -> torch.Tensor:
+        """A module rerun for adapter ``name``'s rows skips its hooks: where the adapter also sits
+        on this module (``target_modules=["dense"]`` reaches RoBERTa's ``classifier.dense``) and its
+        slot's hook ran before this one, its delta is added here (a hook that runs after adds it
+        to the finished output itself)."""
+        slot = getattr(module, SLOT_ATTR, None)
+        if not (isinstance(slot, AdapterSlot) and name in slot.adapters):
+            return output
+        owners = [getattr(hook, "__self__", None) for hook in module._forward_hooks.values()]
+        if owners.index(slot) > owners.index(self):
+            return output
+        return output + slot.adapters[name].delta(output)
 
     def _put(self, module: nn.Module, name: str) -> None:
         own = self.values[name]
@@ -247,13 +260,3 @@ class TaskSlot(_Slot):
     def _restore(self, module: nn.Module) -> None:
         module._parameters.update(self._base)
         self._base = {}
-
-
-def _with_own_adapter(module: nn.Module, name: str, output: torch.Tensor) -> torch.Tensor:
-    """A module rerun for adapter ``name``'s rows skips its hooks: where the adapter also sits on
-    this module (``target_modules=["dense"]`` reaches RoBERTa's ``classifier.dense``), its delta
-    is added here, as the slot's hook adds it in a single-adapter forward."""
-    slot = getattr(module, SLOT_ATTR, None)
-    if isinstance(slot, AdapterSlot) and name in slot.adapters:
-        return output + slot.adapters[name].delta(output)
-    return output

@@ -31,9 +31,13 @@ STATE_ATTR = "_adaptkit_state"
 #: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
 #: backward reaches only when its input requires grad: a frozen embedding would cut the adapters off.
 NEED_INPUT_GRADS = {"reformer"}
-#: Model types whose blocks run sequence-first (seq, batch, hidden): a mixed batch's rows would be
-#: taken along the sequence.
-SEQUENCE_FIRST = {"xlnet", "fsmt"}
+#: Modules that run sequence-first (seq, batch, hidden), where a mixed batch's rows would be taken
+#: along the sequence: every module of these model types (None), or those ending with these names.
+SEQUENCE_FIRST: dict[str, tuple[str, ...] | None] = {
+    "xlnet": None, "fsmt": None,
+    "longformer": ("query", "key", "value", "query_global", "key_global", "value_global"),
+    "led": ("query", "key", "value", "query_global", "key_global", "value_global"),
+}
 #: ``model.config`` attribute listing the adapters, so ``save_pretrained`` writes it to
 #: config.json and ``restore_adapters`` can rebuild them from that folder.
 CONFIG_KEY = "adaptkit_adapters"
@@ -97,9 +101,9 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
     """``add_adapter``; ``initialise=False`` skips the random init of weights a loader overwrites."""
     check_adapter_name(name)
     _check_config(config)
-    refuse_peft_model(model)
     refuse_meta(model)
     state = get_state(model)
+    refuse_peft(model, first=state is None)
     if state is not None and name in state.adapters:
         raise AdapterError(f"an adapter named {name!r} already exists; delete it or choose another name")
     sites = resolve_sites(model, config) if sites is None else list(sites)
@@ -179,14 +183,17 @@ def _check_config(config: object) -> None:
                            f"{type(config).__name__} {config!r:.60}; {fix}")
 
 
-def refuse_peft_model(model: nn.Module) -> None:
-    """A PEFT wrapper hides the transformers model's head and would have its LoRA weights frozen."""
-    if type(model).__module__.startswith("peft."):
+def refuse_peft(model: nn.Module, first: bool) -> None:
+    """A PEFT wrapper hides the transformers model's head; the first adapter's freeze would freeze
+    PEFT's own layers (LoRA) too: adaptkit goes first, PEFT after."""
+    wrapper = type(model).__module__.startswith("peft.")
+    if wrapper or (first and any(type(m).__module__.startswith("peft.") for m in model.modules())):
+        what = f"a PEFT {type(model).__name__}" if wrapper else "a model that already has PEFT layers"
         raise AdapterError(
-            f"adaptkit adapters go on the transformers model, not on a PEFT {type(model).__name__}: add "
-            "them first, then wrap the model with get_peft_model (adaptkit leaves LoRA's parameters "
-            "as PEFT sets them; call set_active_adapter after wrapping, since PEFT freezes every "
-            "parameter but its own)")
+            f"adaptkit adapters go on the transformers model before PEFT's, not on {what}: add them "
+            "first, then wrap the model with get_peft_model (adaptkit leaves LoRA's parameters as PEFT "
+            "sets them; call set_active_adapter after wrapping, since PEFT freezes every parameter "
+            "but its own)")
 
 
 def _check_sites_exist(model: nn.Module, sites: list[Site]) -> None:
@@ -197,8 +204,8 @@ def _check_sites_exist(model: nn.Module, sites: list[Site]) -> None:
     if missing:
         raise AdapterError(
             f"{len(missing)} of the {len(sites)} adapter sites are not modules of this "
-            f"{type(model).__name__} (first: {missing[0]!r}): the adapter was placed on another model "
-            "class or architecture; load the base with the class the adapter was trained on")
+            f"{type(model).__name__} (first: {missing[0]!r}): a site names a module of the model it goes "
+            "on (model.named_modules()); an adapter placed on another model class loads onto that class")
 
 
 def refuse_meta(model: nn.Module) -> None:
@@ -328,10 +335,7 @@ def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Itera
     is ``set_trainable_adapters``'s choice. Greedy ``generate`` works; beam search is refused."""
     state = _require_state(model)
     names = list(_name_list(names, "per_example_adapters"))
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in SEQUENCE_FIRST:
-        raise AdapterError(f"per_example_adapters cannot mix adapters on {model_type}: its blocks run "
-                           "sequence-first, so rows are not examples; run one adapter at a time")
+    _refuse_sequence_first(model, state)
     unknown = sorted({n for n in names if n is not None and n not in state.adapters}, key=str)
     if not names or unknown:
         raise AdapterError("per_example_adapters needs one adapter name (or None) per example; "
@@ -353,6 +357,20 @@ def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Itera
         state.per_example = None
         if get_state(model) is state:
             _route(model, state)
+
+
+def _refuse_sequence_first(model: nn.Module, state: AdapterState) -> None:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in SEQUENCE_FIRST:
+        return
+    suffixes = SEQUENCE_FIRST[model_type]
+    sites = [s.name for e in state.adapters.values() for s in e.sites
+             if suffixes is None or s.name.rsplit(".", 1)[-1] in suffixes]
+    if sites:
+        where = "its blocks run" if suffixes is None else f"{sites[0]!r} runs"
+        raise AdapterError(f"per_example_adapters cannot mix adapters on {model_type}: {where} "
+                           "sequence-first, so rows are not examples; run one adapter at a time"
+                           + ("" if suffixes is None else ", or place the adapters on other modules"))
 
 
 def _name_list(names: object, caller: str) -> object:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import torch
+import transformers
 from safetensors import safe_open
 from torch import nn
 
@@ -79,10 +80,13 @@ def _read_config(path: Path) -> dict:
 
 def _check_model_class(model: nn.Module, folder: Path) -> None:
     """The adapters' names and heads are those of the class that saved the folder: another class
-    (the bare ``AutoModel``, a token classifier) would miss them or run a head of another kind."""
+    (the bare ``AutoModel``, a token classifier) would miss them or run a head of another kind.
+    A class of the user's own (a subclass for a custom loss) is not known here: its sites are
+    still checked one by one."""
     saved = _read_config(folder / "config.json").get("architectures") or []
+    saved_class = getattr(transformers, saved[0], None) if saved else None
     this = type(model).__name__
-    if saved and not any(cls.__name__ in saved for cls in type(model).__mro__):
+    if isinstance(saved_class, type) and not isinstance(model, saved_class):
         raise CheckpointError(
             f"{folder} was saved from {saved[0]}, with its adapters' names and heads; this model is "
             f"{this}. Load the folder with {saved[0]}.from_pretrained (or the matching AutoModelFor... "

@@ -7,7 +7,9 @@ import torch
 import adaptkit
 from adaptkit import layer
 from tiny_models import logits, tiny_config, tiny_inputs, tiny_model
-from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers import (
+    AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification, BertForSequenceClassification,
+)
 
 
 def snapshot(model):
@@ -159,3 +161,17 @@ def test_restore_onto_another_class_is_refused_and_leaves_the_model_as_loaded(tm
         assert adaptkit.list_adapters(other) == {}
     right = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert adaptkit.restore_adapters(right, tmp_path) == ["s"]
+
+
+def test_restore_from_a_folder_a_subclass_saved(tmp_path):
+    """A class of the user's own (a custom loss) saves a folder its transformers parent restores."""
+    class WeightedLoss(BertForSequenceClassification):
+        pass
+
+    model = WeightedLoss(tiny_config("bert"))
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8), name="s")
+    model.save_pretrained(tmp_path)
+    parent = BertForSequenceClassification.from_pretrained(tmp_path)
+    assert adaptkit.restore_adapters(parent, tmp_path) == ["s"]
+    inputs = tiny_inputs(model)
+    torch.testing.assert_close(logits(parent.eval(), inputs), logits(model.eval(), inputs), atol=0, rtol=0)

@@ -283,7 +283,10 @@ def test_a_peft_model_is_refused_and_lora_added_after_keeps_its_trainability():
     lora = get_peft_model(tiny_model("bert"), LoraConfig(r=2, target_modules=["query"]))
     with pytest.raises(adaptkit.AdapterError, match="not on a PEFT PeftModel.*get_peft_model"):
         adaptkit.add_adapter(lora, adaptkit.AdapterConfig.houlsby(size=8))
+    with pytest.raises(adaptkit.AdapterError, match="not on a model that already has PEFT layers"):
+        adaptkit.add_adapter(lora.get_base_model(), adaptkit.AdapterConfig.houlsby(size=8))
     assert not any("adaptkit" in n for n, _ in lora.named_parameters())
+    assert any(p.requires_grad for n, p in lora.named_parameters() if "lora_" in n)
     adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name="a")
     wrapped = get_peft_model(model, LoraConfig(r=2, target_modules=["query"]))
     adaptkit.set_active_adapter(model, "a")  # PEFT froze every parameter but LoRA's

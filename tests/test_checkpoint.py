@@ -21,9 +21,9 @@ def saved(tmp_path):
     return tmp_path / "rte"
 
 
-def trained_and_saved(model, directory):
+def trained_and_saved(model, directory, **config):
     """The model with an adapter whose weights and LayerNorms moved from their start, saved there."""
-    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8), name=directory.name)
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8, **config), name=directory.name)
     with torch.no_grad():
         for param in model.parameters():
             if param.requires_grad:
@@ -231,3 +231,26 @@ def test_an_adapter_trained_on_the_bare_encoder_loads_under_a_head_without_one(t
     with torch.no_grad():
         torch.testing.assert_close(classifier.bert(**inputs).last_hidden_state,
                                    encoder(**inputs).last_hidden_state, atol=0, rtol=0)
+
+
+def test_an_adapters_own_head_runs_on_the_bare_model_only(tmp_path):
+    """AdapterHub's heads (and adapters converted from AdapterHub) are the adapter's own head, on
+    the bare model: refused beside a model's head; load_head=False leaves it out everywhere."""
+    head = {"type": "classification", "num_labels": 3, "layers": 2, "activation": "tanh", "token": "first",
+            "dropout": 0.0, "bias": True}
+    encoder = trained_and_saved(tiny_model("bert", head=False), tmp_path / "own", head=head)
+    inputs = tiny_inputs(encoder)
+    classifier = tiny_model("bert")
+    classifier.bert.load_state_dict({k: v for k, v in encoder.state_dict().items() if "adaptkit" not in k})
+    with pytest.raises(adaptkit.CheckpointError, match="own head onto the bare base model.*load_head=False"):
+        adaptkit.load_adapter(classifier, tmp_path / "own")
+    adaptkit.load_adapter(classifier, tmp_path / "own", load_head=False)
+    bare = tiny_model("bert", head=False)
+    bare.load_state_dict({k: v for k, v in encoder.state_dict().items() if "adaptkit" not in k})
+    adaptkit.load_adapter(bare, tmp_path / "own", load_head=False)
+    with torch.no_grad():
+        assert "logits" not in bare(**inputs), "no head was loaded"
+        assert encoder(**inputs).logits.shape == (2, 3)
+        for model in (classifier.bert, bare):
+            torch.testing.assert_close(model(**inputs).last_hidden_state, encoder(**inputs).last_hidden_state,
+                                       atol=0, rtol=0)

@@ -154,10 +154,15 @@ def test_a_norm_called_with_keyword_arguments_still_mixes_rows():
     torch.testing.assert_close(mixed, torch.cat(alone))
 
 
-def test_an_adapter_on_a_head_module_it_also_trains_mixes_rows_correctly():
+@pytest.mark.parametrize("head_copy_first", [False, True])
+def test_an_adapter_on_a_head_module_it_also_trains_mixes_rows_correctly(head_copy_first):
     """``target_modules=["dense"]`` also adapts RoBERTa's ``classifier.dense``, a head module the
-    adapter has its own copy of: its rows are recomputed with the copy, and keep the adapter."""
+    adapter has its own copy of: its rows are recomputed with the copy, and keep the adapter once,
+    whichever of the module's two hooks came first (a Houlsby adapter added before gives the head
+    copy's hook first)."""
     model = tiny_model("roberta")
+    if head_copy_first:
+        adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=4), name="x")
     for name in ("a", "b"):
         sites = adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=4, target_modules=["dense"]), name=name)
     assert "classifier.dense" in {site.name for site in sites}
@@ -166,7 +171,7 @@ def test_an_adapter_on_a_head_module_it_also_trains_mixes_rows_correctly():
         for param_name, param in model.named_parameters():
             if "adaptkit" in param_name:
                 param.add_(0.1 * torch.randn(param.shape, generator=generator))
-    names = ["a", "b", None]
+    names = ["a", "b", None, "x"] if head_copy_first else ["a", "b", None]
     inputs = tiny_inputs(model, batch=len(names))
     with torch.no_grad():
         alone = one_by_one(model, inputs, names)
@@ -189,4 +194,12 @@ def test_sequence_first_models_and_a_lone_string_are_refused():
     adaptkit.add_adapter(xlnet, adaptkit.AdapterConfig(size=4, target_modules=["ff.layer_2"]), name="a")
     with pytest.raises(adaptkit.AdapterError, match="xlnet: its blocks run sequence-first"):
         with adaptkit.per_example_adapters(xlnet, ["a", None, "a"]):
+            pass
+    longformer = tiny_model("longformer")
+    adaptkit.add_adapter(longformer, adaptkit.AdapterConfig.houlsby(size=4), name="a")
+    with adaptkit.per_example_adapters(longformer, ["a", None]):  # its blocks' outputs are batch-first
+        pass
+    adaptkit.add_adapter(longformer, adaptkit.AdapterConfig(size=4, target_modules=["query"]), name="q")
+    with pytest.raises(adaptkit.AdapterError, match=r"longformer: '.*query' runs sequence-first"):
+        with adaptkit.per_example_adapters(longformer, ["a", None]):
             pass
