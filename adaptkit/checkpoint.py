@@ -88,7 +88,8 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     Everything is checked before the model is touched: the files and their checksum, the base
     model, the kind of head, the set of tensors and their shapes; a failure after that removes
     the adapter again. ``load_head=False`` loads the adapter and its LayerNorms but not its
-    head, for a model whose head is of another kind. A folder written by AdapterHub's
+    head (nor an own head, AdapterHub's), for a model whose head is of another kind or for the
+    bare encoder (names saved under the task model's ``bert.`` are mapped onto it). A folder written by AdapterHub's
     ``save_adapter`` loads through ``adaptkit.adapterhub.load_adapterhub``.
     """
     refuse_meta(model)
