@@ -227,14 +227,16 @@ def test_seed_claims_report_tests_across_cells_and_names_what_is_missing(tmp_pat
     from glue_tasks.ledger import append_line
     pieces = {
         "claim1-rte": [("top-1", 0.6, 1000), ("top-2", 0.6, 100), ("adapter-houlsby-64", 0.9, 500),
-                       ("adapter-houlsby-256", 0.95, 2000), ("full", 0.9, 10**6), ("scratch-small", 0.5, 50)],
+                       ("adapter-houlsby-256", 0.95, 2000), ("full", 0.9, 10**6), ("scratch-small", 0.5, 50),
+                       ("adapter-houlsby-8", 0.99, 400)],
         "claim2-sst2-500": [("scratch-small", 0.5, 50), ("scratch-small+cosine", 0.8, 50)],
         "claim3-sst2-500": [("scratch-small", 0.8, 50), ("adapter-houlsby-64", 0.5, 500), ("full", 0.8, 10**6)],
     }
     for piece, cells in pieces.items():
         for name, correct, trainable in cells:
             method, _, loss = name.partition("+")
-            for seed in (1, 2, 3) if method != "full" else (1, 2):
+            # full has 2 seeds of 3, houlsby-8 one: its lucky mean is not taken as the best adapter
+            for seed in {"full": (1, 2), "adapter-houlsby-8": (1,)}.get(method, (1, 2, 3)):
                 append_line(tmp_path / piece / "results.jsonl",
                             _claim_line(method, loss or "ce", seed, correct, trainable))
     assert seed_claims_report.main(["--results", str(tmp_path)]) == 0
