@@ -89,8 +89,8 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     model, the kind of head, the set of tensors and their shapes; a failure after that removes
     the adapter again. ``load_head=False`` loads the adapter and its LayerNorms but not its
     head (nor an own head, AdapterHub's), for a model whose head is of another kind or for the
-    bare encoder (names saved under the task model's ``bert.`` are mapped onto it). A folder written by AdapterHub's
-    ``save_adapter`` loads through ``adaptkit.adapterhub.load_adapterhub``.
+    bare encoder (names saved under the task model's ``bert.`` are mapped onto it). A folder
+    written by AdapterHub's ``save_adapter`` loads through ``adaptkit.adapterhub.load_adapterhub``.
     """
     refuse_meta(model)
     from .adapterhub import is_adapterhub_folder, load_adapterhub  # it builds on this module
@@ -103,7 +103,7 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     tensors = _read_tensors(directory / WEIGHTS_NAME)
     if not load_head:
         meta, tensors = _without_own_head(meta, tensors)
-    elif any(site["kind"] == HEAD for site in meta["sites"]):
+    elif _own_head_sites(meta):
         refuse_beside_a_head(model, directory)
     meta, tensors = _in_this_models_names(model, meta, tensors)
     norms = set(layernorm_parameter_names(model))
@@ -120,9 +120,14 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     return install_adapter(model, config, name or meta["name"], sites, tensors, activate)
 
 
+def _own_head_sites(meta: dict[str, Any]) -> set[str]:
+    """The sites of an adapter's own head (AdapterHub's), on the model itself."""
+    return {site["name"] for site in meta["sites"] if site["kind"] == HEAD}
+
+
 def _without_own_head(meta: dict[str, Any], tensors: dict[str, torch.Tensor]):
-    """The checkpoint less an adapter's own head (AdapterHub's): its site and tensors."""
-    heads = {site["name"] for site in meta["sites"] if site["kind"] == HEAD}
+    """The checkpoint less an adapter's own head: its site and tensors."""
+    heads = _own_head_sites(meta)
     return ({**meta, "sites": [site for site in meta["sites"] if site["name"] not in heads]},
             {k: v for k, v in tensors.items() if not (k.startswith("adapter:") and k.split(":")[1] in heads)})
 
@@ -132,7 +137,7 @@ def _in_this_models_names(model: nn.Module, meta: dict[str, Any],
     """An adapter saved from a model with a task head names its modules under the backbone's
     attribute (``bert.encoder...``), the bare backbone (``AutoModel``) without it: trained with a
     head, it loads onto the bare encoder (``load_head=False``), and the other way round."""
-    heads = {site["name"] for site in meta["sites"] if site["kind"] == HEAD}  # on the model itself
+    heads = _own_head_sites(meta)
     rename = _backbone_renaming(model, [site["name"] for site in meta["sites"] if site["name"] not in heads])
     if rename is None:
         return meta, tensors

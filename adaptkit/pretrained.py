@@ -34,8 +34,10 @@ def restore_adapters(model: nn.Module, directory: str | Path, revision: str | No
         raise AdapterError("this model already has adapters; restore onto the plain model that "
                            "from_pretrained returns for the folder")
     folder = local_folder(directory, _PATTERNS, revision)
-    record = _read_record(folder)
-    _check_model_class(model, folder)
+    config_path = folder / "config.json"
+    saved_config = _read_config(config_path)
+    record = _read_record(saved_config, config_path)
+    _check_model_class(model, saved_config, folder)
     tensors = _read_adaptkit_tensors(folder)
     added: list[str] = []
     try:
@@ -58,12 +60,8 @@ def restore_adapters(model: nn.Module, directory: str | Path, revision: str | No
     return added
 
 
-def _read_record(folder: Path) -> dict:
-    path = folder / "config.json"
-    try:
-        record = _read_config(path).get(CONFIG_KEY)
-    except AttributeError as exc:
-        raise CheckpointError(f"{path} could not be read ({exc}): not a save_pretrained folder") from None
+def _read_record(saved_config: dict, path: Path) -> dict:
+    record = saved_config.get(CONFIG_KEY)
     if not isinstance(record, dict) or not isinstance(record.get("adapters"), dict) or not record["adapters"]:
         raise CheckpointError(f"{path} lists no adaptkit adapters ({CONFIG_KEY}): the model was saved "
                               "without adapters. An adapter saved with adaptkit.save_adapter loads "
@@ -73,17 +71,20 @@ def _read_record(folder: Path) -> dict:
 
 def _read_config(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        saved_config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} could not be read ({exc}): not a save_pretrained folder") from None
+    if not isinstance(saved_config, dict):
+        raise CheckpointError(f"{path} could not be read (it holds no JSON object): not a save_pretrained folder")
+    return saved_config
 
 
-def _check_model_class(model: nn.Module, folder: Path) -> None:
+def _check_model_class(model: nn.Module, saved_config: dict, folder: Path) -> None:
     """The adapters' names and heads are those of the class that saved the folder: another class
     (the bare ``AutoModel``, a token classifier) would miss them or run a head of another kind.
     A class of the user's own (a subclass for a custom loss) is not known here: its sites are
     still checked one by one."""
-    saved = _read_config(folder / "config.json").get("architectures") or []
+    saved = saved_config.get("architectures") or []
     saved_class = getattr(transformers, saved[0], None) if saved else None
     this = type(model).__name__
     if isinstance(saved_class, type) and not isinstance(model, saved_class):

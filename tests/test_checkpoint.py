@@ -32,6 +32,11 @@ def trained_and_saved(model, directory, **config):
     return model
 
 
+def base_values(model):
+    """The model's own state, without any adapter's tensors: the same backbone for another class."""
+    return {k: v for k, v in model.state_dict().items() if "adaptkit" not in k}
+
+
 def rewrite_tensors(directory, change):
     """Edit the tensor file and record its new checksum, so only the edit itself is wrong."""
     path = directory / adaptkit.WEIGHTS_NAME
@@ -169,8 +174,7 @@ def test_load_head_false_loads_adapter_and_layernorms_onto_another_head(tmp_path
     tagger = trained_and_saved(token_classifier(), tmp_path / "ner")
     model = tiny_model("bert")
     with adaptkit.adapters_disabled(tagger):
-        model.bert.load_state_dict(
-            {k: v for k, v in tagger.bert.state_dict().items() if "adaptkit" not in k}, strict=False)
+        model.bert.load_state_dict(base_values(tagger.bert), strict=False)
     head = model.classifier.weight.detach().clone()
     adaptkit.load_adapter(model, tmp_path / "ner", load_head=False)
     assert not adaptkit.list_adapters(model)["ner"].train_head
@@ -221,7 +225,7 @@ def test_an_adapter_trained_on_the_bare_encoder_loads_under_a_head_without_one(t
     adaptkit.add_adapter(encoder, adaptkit.AdapterConfig.houlsby(size=8), name="enc")
     adaptkit.save_adapter(encoder, tmp_path / "enc")
     classifier = tiny_model("bert")
-    classifier.bert.load_state_dict({k: v for k, v in encoder.state_dict().items() if "adaptkit" not in k})
+    classifier.bert.load_state_dict(base_values(encoder))
     before = {n: p.detach().clone() for n, p in classifier.state_dict().items()}
     with pytest.raises(adaptkit.CheckpointError, match="saved without a head.*load_head=False"):
         adaptkit.load_adapter(classifier, tmp_path / "enc")
@@ -241,12 +245,12 @@ def test_an_adapters_own_head_runs_on_the_bare_model_only(tmp_path):
     encoder = trained_and_saved(tiny_model("bert", head=False), tmp_path / "own", head=head)
     inputs = tiny_inputs(encoder)
     classifier = tiny_model("bert")
-    classifier.bert.load_state_dict({k: v for k, v in encoder.state_dict().items() if "adaptkit" not in k})
+    classifier.bert.load_state_dict(base_values(encoder))
     with pytest.raises(adaptkit.CheckpointError, match="own head onto the bare base model.*load_head=False"):
         adaptkit.load_adapter(classifier, tmp_path / "own")
     adaptkit.load_adapter(classifier, tmp_path / "own", load_head=False)
     bare = tiny_model("bert", head=False)
-    bare.load_state_dict({k: v for k, v in encoder.state_dict().items() if "adaptkit" not in k})
+    bare.load_state_dict(base_values(encoder))
     adaptkit.load_adapter(bare, tmp_path / "own", load_head=False)
     with torch.no_grad():
         assert "logits" not in bare(**inputs), "no head was loaded"
