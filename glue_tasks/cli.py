@@ -186,6 +186,10 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
                         help="map every token id but the special ones through a fixed random permutation: the "
                              "same task in a domain the pretrained model has never seen (negative-transfer check)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="keep glibc's malloc settings; by default this process keeps freed CPU memory for "
+                             "the next step (adaptkit.reuse_freed_memory: no page faults per step, CPU steps up "
+                             "to a few %% faster, resident memory stays at its peak)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
 
 
@@ -245,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     from .records import DataError
     from .runs import RunError
     from .train import DivergenceError
+    if args.command in ("train", "compare") and not args.default_allocator:
+        from adaptkit import reuse_freed_memory
+        reuse_freed_memory()
     try:
         if args.command == "train":
             from .train import train

@@ -172,6 +172,25 @@ def test_overhead_ratios_are_paired_with_a_bootstrap_interval():
     assert set(overhead.TRAIN_VARIANTS) >= {n for _, top, bottom, _ in overhead.TRAIN_RATIOS for n in (top, bottom)}
 
 
+def test_allocator_comparison_alternates_processes_and_refuses_a_no_op(monkeypatch):
+    import allocator
+    order = []
+
+    def fake_child(variant, setting, steps):
+        order.append((variant, setting))
+        slow = 2.0 if setting == "default" else 1.0
+        return {"reused": setting == "reuse", "seconds": [slow] * steps, "faults": [100 if slow > 1 else 0] * steps}
+    monkeypatch.setattr(allocator, "run_child", fake_child)
+    results = allocator.measure(processes=2, steps=3)
+    assert [s for v, s in order if v == "full"] == ["default", "reuse", "reuse", "default"]
+    assert results["full"]["reuse_over_default"] == 0.5
+    assert results["houlsby64"]["default"]["median_faults_per_step"] == 100
+    assert results["houlsby64"]["reuse"]["process_medians_s"] == [1.0, 1.0]
+    monkeypatch.setattr(allocator, "run_child", lambda *a: {"reused": False, "seconds": [1.0], "faults": [0]})
+    with pytest.raises(SystemExit, match="did nothing here"):
+        allocator.measure(processes=1, steps=1)
+
+
 def test_layer_choice_preset_runs_the_top_blocks_only():
     runs = sweep.PRESETS["layer-choice"]().runs
     assert len(runs) == 24 and {r.method.get("adapter_top") for r in runs} == {2, 3, 4, None}
