@@ -188,8 +188,9 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     parser.add_argument("--default-allocator", action="store_true",
                         help="keep glibc's malloc settings; by default this process keeps freed CPU memory for "
-                             "the next step (adaptkit.reuse_freed_memory: no page faults per step, CPU steps up "
-                             "to a few %% faster, resident memory stays at its peak)")
+                             "the next step (adaptkit.reuse_freed_memory, glibc only: far fewer page faults per "
+                             "step, CPU steps 1-4%% faster in benchmarks/results/allocator.json, resident "
+                             "memory stays at its peak)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
 
 
