@@ -27,7 +27,7 @@ import adaptkit
 from adaptkit.atomic import write_json_atomic
 from glue_tasks.machine import machine_info
 from measure import random_batch
-from overhead import BATCH, SEED, SEQ_LEN, THREADS, minor_page_faults, train_model, train_step_fn
+from overhead import BATCH, SEED, SEQ_LEN, THREADS, timed_with_faults, train_model, train_step_fn
 
 VARIANTS = ["full", "houlsby64", "houlsby64-top3"]
 SETTINGS = ["default", "reuse"]
@@ -42,12 +42,8 @@ def child(variant: str, setting: str, steps: int) -> None:
     step = train_step_fn(train_model(variant), random_batch(BATCH, SEQ_LEN, SEED))
     for _ in range(WARMUP_STEPS):
         step()
-    seconds, faults = [], []
-    for _ in range(steps):
-        before = minor_page_faults()
-        seconds.append(step())
-        faults.append(minor_page_faults() - before)
-    json.dump({"reused": reused, "seconds": seconds, "faults": faults}, sys.stdout)
+    seconds, faults = zip(*(timed_with_faults(step) for _ in range(steps)))
+    json.dump({"reused": reused, "seconds": list(seconds), "faults": list(faults)}, sys.stdout)
 
 
 def run_child(variant: str, setting: str, steps: int) -> dict:

@@ -155,9 +155,7 @@ def interleave(fns: dict[str, Callable[[], float]], steps: int, label: str) -> d
         all_before, own_before, start = *busy_cpu_seconds(), time.perf_counter()
         seconds, new_faults = {}, {}
         for name in (order if round_index % 2 == 0 else order[::-1]):
-            before = minor_page_faults()
-            seconds[name] = fns[name]()
-            new_faults[name] = minor_page_faults() - before
+            seconds[name], new_faults[name] = timed_with_faults(fns[name])
         all_after, own_after = busy_cpu_seconds()
         wall = time.perf_counter() - start
         other_cores = max(0.0, (all_after - all_before) - (own_after - own_before)) / wall
@@ -180,6 +178,13 @@ def minor_page_faults() -> int:
     """Page faults this process has taken that needed no disk: memory the kernel had to hand
     (back) to it, which is what the allocator setting changes."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def timed_with_faults(timed: Callable[[], float]) -> tuple[float, int]:
+    """A timed call's seconds and the minor page faults it took."""
+    before = minor_page_faults()
+    seconds = timed()
+    return seconds, minor_page_faults() - before
 
 
 def summarize(samples: list[float], keep: list[bool]) -> dict[str, Any]:
