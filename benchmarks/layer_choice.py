@@ -7,8 +7,8 @@ Joins three committed result files, so a user can pick a point on the curve: the
 houlsby m=64 in the top 4, 3 and 2 of MiniLM's 6 blocks, and in all 6 with the embeddings'
 LayerNorm frozen (``sweep.py --preset layer-choice``),
 those of all 6 blocks and of full fine-tuning (``--preset glue-headline``, same seeds, lr, epochs),
-and the training cost of each (``overhead.py``: median train step / full fine-tuning's, on its
-quiet rounds, and process peak memory / full's). Scores are mean ± std over seeds; "vs all 6" is the
+and the training cost of each (``overhead.py``: train step / full fine-tuning's, the median per-round
+ratio over its quiet rounds, and process peak memory / full's). Scores are mean ± std over seeds; "vs all 6" is the
 per-seed difference (same seed, same data order), its mean and range: glue-headline's reference
 runs predate per-example predictions, so no paired bootstrap over dev examples is possible.
 """
@@ -35,6 +35,7 @@ POINTS = [("full fine-tuning", "full", "full", "full"),
            "houlsby64-frozen-emb-ln"),
           *[(f"top {k} of 6 blocks", f"top {k}", f"adapter-houlsby-top{k}-64", f"houlsby64-top{k}") for k in (4, 3, 2)]]
 ALL_BLOCKS = "adapter-houlsby-64"
+MIN_QUIET_ROUNDS = 10  # overhead.py's MIN_STEPS: with fewer quiet rounds its ratios use all rounds
 
 
 def scores_by_seed(rows: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
@@ -50,11 +51,17 @@ def scores_by_seed(rows: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
 
 
 def costs(overhead: dict) -> dict[str, tuple[float, float]]:
-    """label -> (median train step / full fine-tuning's, on overhead's quiet rounds; peak memory / full's)."""
+    """label -> (train step / full fine-tuning's: the median per-round ratio over overhead's quiet
+    rounds, as overhead.py reports its ratios; peak memory / full's)."""
     steps = overhead["train_step_time"]
     memory = overhead["ratios"]["train_peak_memory"]["vs_full"]
-    quiet = {variant: steps[variant]["quiet"]["median_s"] for *_, variant in POINTS}
-    return {label: (quiet[variant] / quiet["full"], memory[variant]) for _, _, label, variant in POINTS}
+    loads = steps["other_cores_per_round"]
+    quiet = [i for i, load in enumerate(loads) if load < overhead["settings"]["quiet_cores_below"]]
+    rounds = quiet if len(quiet) >= MIN_QUIET_ROUNDS else range(len(loads))  # overhead.py's rule
+
+    def step_ratio(variant: str) -> float:
+        return statistics.median(steps[variant]["samples_s"][i] / steps["full"]["samples_s"][i] for i in rounds)
+    return {label: (step_ratio(variant), memory[variant]) for _, _, label, variant in POINTS}
 
 
 def _versus_all(own: dict[int, float], reference: dict[int, float]) -> str:
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{described}. Score = the task's GLUE dev metrics averaged (MRPC: F1/acc.), in points, at each "
               "run's best epoch on dev (the sweeps' protocol, the same for every row), "
               "mean ± std (seeds); \"vs all 6\" = per-seed difference to the same seed with adapters in all 6 "
-              "blocks, mean [min, max]. Cost: median train step and peak memory / full fine-tuning from "
+              "blocks, mean [min, max]. Cost: train step (median per-round ratio) and peak memory / full fine-tuning from "
               f"overhead.json ({overhead['date']}; memory = process peak). Runs dated {dates[0]} to {dates[-1]} on "
               f"{'; '.join(machines)}. "
               "Made by `python benchmarks/layer_choice.py`.")

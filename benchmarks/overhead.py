@@ -13,6 +13,7 @@ Run: ``python benchmarks/overhead.py`` (writes benchmarks/results/overhead.json)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -62,15 +63,15 @@ TRAIN_VARIANTS: dict[str, dict[str, Any] | None] = {
 }
 #: (name, numerator, denominator, what) of the training ratios, each with a bootstrap interval.
 TRAIN_RATIOS = [
-    ("train_step_time", "houlsby64", "full", f"median train step, houlsby m={TRAIN_SIZE} / full fine-tuning"),
+    ("train_step_time", "houlsby64", "full", f"train step, houlsby m={TRAIN_SIZE} / full fine-tuning"),
     ("layernorm_price", "houlsby64", "houlsby64-frozen-ln",
-     "median train step, paper setting (LayerNorms trained) / LayerNorms frozen"),
+     "train step, paper setting (LayerNorms trained) / LayerNorms frozen"),
     ("embedding_norm_price", "houlsby64", "houlsby64-frozen-emb-ln",
-     "median train step, paper setting / only the embeddings' LayerNorm frozen"),
+     "train step, paper setting / only the embeddings' LayerNorm frozen"),
     ("block_norms_price", "houlsby64-frozen-emb-ln", "houlsby64-frozen-ln",
-     "median train step, block LayerNorms trained / none (embeddings' frozen in both)"),
+     "train step, block LayerNorms trained / none (embeddings' frozen in both)"),
     *[(f"train_step_time_top{k}", f"houlsby64-top{k}", "full",
-       f"median train step, houlsby m={TRAIN_SIZE} in the top {k} of 6 blocks / full fine-tuning")
+       f"train step, houlsby m={TRAIN_SIZE} in the top {k} of 6 blocks / full fine-tuning")
       for k in (4, 3, 2)],
 ]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "overhead.json"
@@ -200,7 +201,7 @@ def summarize(samples: list[float], keep: list[bool]) -> dict[str, Any]:
 
 def timing_ratio(name: str, run: dict[str, Any], numerator: str, denominator: str,
                  what: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-variant statistics and the ratio of medians, over quiet rounds when there are enough."""
+    """Per-variant statistics and the median paired ratio, over quiet rounds when there are enough."""
     return round_stats(run), ratio_entry(name, run, numerator, denominator, what)
 
 
@@ -220,26 +221,36 @@ def quiet_rounds(run: dict[str, Any]) -> list[bool]:
 
 def ratio_entry(name: str, run: dict[str, Any], numerator: str, denominator: str, what: str,
                 interval: bool = False) -> dict[str, Any]:
-    """The ratio of medians over the quiet rounds (all rounds when too few are quiet); with
-    ``interval``, a 95% bootstrap interval that resamples rounds, keeping each round's pair."""
+    """The median of the per-round ratios over the quiet rounds (all rounds when too few are quiet);
+    with ``interval``, a 95% bootstrap interval that resamples rounds.
+
+    Each round times both variants side by side, so a round's ratio cancels what drifts between
+    rounds (the machine's speed); the ratio of the two medians, which ignores the pairing, is kept
+    as ``ratio_of_medians``."""
     keep = quiet_rounds(run)
     enough = sum(keep) >= MIN_STEPS
     rounds = [i for i, k in enumerate(keep) if k or not enough]
-    top, bottom = ([run["samples"][v][i] for i in rounds] for v in (numerator, denominator))
-    entry = ratio(name, statistics.median(top), statistics.median(bottom), what)
+    top, bottom = (torch.tensor(run["samples"][v], dtype=torch.double) for v in (numerator, denominator))
+    paired = top[rounds] / bottom[rounds]
+    entry = ratio(name, median(paired), 1.0, what)
+    entry["ratio_of_medians"] = round(median(top[rounds]) / median(bottom[rounds]), 4)
     if interval:
         generator = torch.Generator().manual_seed(SEED)
         picks = torch.randint(0, len(rounds), (BOOTSTRAP, len(rounds)), generator=generator)
-        values = (torch.tensor(top)[picks].median(dim=1).values / torch.tensor(bottom)[picks].median(dim=1).values)
-        low, high = torch.quantile(values.double(), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
+        values = torch.quantile(paired[picks], 0.5, dim=1)
+        low, high = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
         entry["interval_95"] = [round(low, 4), round(high, 4)]
         if "target" in entry:
             entry["meets_target_at_interval_top"] = high <= entry["target"]
     entry["basis"] = (f"quiet rounds ({sum(keep)} of {len(keep)})" if enough else
                       f"all {len(keep)} rounds: only {sum(keep)} quiet, machine contended; rerun")
-    entry["all_rounds_value"] = round(statistics.median(run["samples"][numerator])
-                                      / statistics.median(run["samples"][denominator]), 4)
+    entry["all_rounds_value"] = round(median(top / bottom), 4)
     return entry
+
+
+def median(values: torch.Tensor) -> float:
+    """The middle value; the mean of the two middle ones for an even count (as ``statistics.median``)."""
+    return torch.quantile(values, 0.5).item()
 
 
 def ratio(name: str, numerator: float, denominator: float, what: str) -> dict[str, Any]:
@@ -269,7 +280,7 @@ def bench_inference(batch: Batch, steps: int, key: str) -> tuple[dict[str, Any],
     run = interleave({"adapters_on": infer_fn(model, batch, True),
                       "adapters_disabled": infer_fn(model, batch, False)}, steps, f"inference {key}")
     stats, value = timing_ratio(f"inference_latency_{key}", run, "adapters_on", "adapters_disabled",
-                                f"median forward, adapters on / disabled (m={size}, same model)")
+                                f"forward, adapters on / disabled (m={size}, same model)")
     stats["bottleneck_size"] = size
     return stats, value
 
@@ -294,13 +305,12 @@ def memory_child(variant: str) -> None:
               sys.stdout)
 
 
-def bench_memory(default_allocator: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Each variant in a fresh subprocess (with this run's allocator setting); run this before the
-    parent loads any model."""
+def bench_memory(setting_flags: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each variant in a fresh subprocess (with this run's allocator and dropout flags); run this
+    before the parent loads any model."""
     results = {}
     for variant in tqdm(TRAIN_VARIANTS, desc="memory", file=sys.stderr, unit="process"):
-        allocator = ["--default-allocator"] if default_allocator else []
-        out = subprocess.run([sys.executable, __file__, "--memory-child", variant, *allocator],
+        out = subprocess.run([sys.executable, __file__, "--memory-child", variant, *setting_flags],
                              check=True, capture_output=True, text=True).stdout
         result = json.loads(out)
         result["step_increase_bytes"] = (result["peak_after_steps"]["vm_hwm_bytes"]
@@ -355,6 +365,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--default-allocator", action="store_true",
                         help="keep glibc's malloc settings instead of adaptkit.reuse_freed_memory(), "
                              "which adaptkit-glue train applies (write to another --output to compare)")
+    parser.add_argument("--torch-dropout", action="store_true",
+                        help="train with torch's own CPU dropout masks instead of adaptkit.fast_cpu_dropout(), "
+                             "which adaptkit-glue train applies (write to another --output to compare)")
     parser.add_argument("--memory-child", choices=list(TRAIN_VARIANTS), metavar="VARIANT",
                         help="internal: measure peak RSS of one training VARIANT "
                              f"({', '.join(TRAIN_VARIANTS)}) in this process and print JSON")
@@ -367,15 +380,20 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     reused = not args.default_allocator and adaptkit.reuse_freed_memory()
+    dropout = contextlib.nullcontext() if args.torch_dropout else adaptkit.fast_cpu_dropout()
     if args.memory_child:
-        memory_child(args.memory_child)
+        with dropout:
+            memory_child(args.memory_child)
         return
     torch.set_num_threads(THREADS)
     started, load_at_start = time.perf_counter(), os.getloadavg()
-    memory, memory_ratio = bench_memory(args.default_allocator)
+    flags = [flag for flag, given in (("--default-allocator", args.default_allocator),
+                                      ("--torch-dropout", args.torch_dropout)) if given]
+    memory, memory_ratio = bench_memory(flags)
     sizes, size_ratio = bench_checkpoint()
     batch = random_batch(BATCH, SEQ_LEN, SEED)
-    train_stats, train_ratios = bench_training(batch, args.steps)
+    with dropout:
+        train_stats, train_ratios = bench_training(batch, args.steps)
     inference = {key: bench_inference(batch, args.inference_steps, key) for key in INFERENCE_SIZES}
     ratios = {**train_ratios,
               **{f"inference_latency_{k}": r for k, (_, r) in inference.items()},
@@ -390,6 +408,8 @@ def main() -> None:
                      "allocator": ("glibc, freed memory kept for reuse (adaptkit.reuse_freed_memory(), "
                                    "as adaptkit-glue train and compare)" if reused else
                                    "the C library's defaults (--default-allocator or not glibc)"),
+                     "dropout_masks": ("torch's CPU kernel (--torch-dropout)" if args.torch_dropout else
+                                       "adaptkit.fast_cpu_dropout(), as adaptkit-glue train and compare"),
                      "quiet_cores_below": QUIET_CORES, "max_rounds": f"{MAX_ROUNDS_FACTOR} x wanted",
                      "train_quiet_rounds_wanted": args.steps,
                      "inference_quiet_rounds_wanted": args.inference_steps,
@@ -412,7 +432,9 @@ def main() -> None:
 
 NOTES = [
     "Timing: variants interleaved step by step in one process, order flipped every round "
-    "(A B, B A, ...), warm-up rounds dropped; ratios are ratios of medians. Training uses "
+    "(A B, B A, ...), warm-up rounds dropped; a ratio is the median of the per-round ratios "
+    "(each round's pair timed side by side; ratio_of_medians, which ignores the pairing, is given "
+    "beside it). Training uses "
     "model.train() (dropout on); inference uses model.eval() + torch.inference_mode().",
     "The machine is shared and other jobs come and go. Each round records the cores other processes "
     "used meanwhile (/proc/stat minus this process); ratios use the quiet rounds (< QUIET_CORES) "
@@ -435,7 +457,7 @@ NOTES = [
     "activations kept for that backward; it skips the weight-gradient matmuls and most of AdamW.",
     "Training variants (settings.train_variants) run round by round in one process, so each round "
     "gives every variant's step under the same conditions; a ratio's 95% interval resamples rounds "
-    "(10,000 times, each round's pair kept) and recomputes the ratio of medians. A target with an "
+    "(10,000 times, each round's pair kept) and recomputes the median per-round ratio. A target with an "
     "interval is met when the interval's upper end is at or below it.",
     "houlsby64 is the paper's setting (every LayerNorm trains, the embeddings' included); "
     "houlsby64-frozen-emb-ln freezes only the embeddings' LayerNorm (adaptkit's "
@@ -443,6 +465,10 @@ NOTES = [
     "through block 0's attention, the only part below block 0's first adapter; houlsby64-topK puts "
     "adapters in the top K blocks only (AdapterConfig(layers=[-K, ..., -1])), whose LayerNorms below "
     "stay frozen, so the lower blocks run without autograd.",
+    "Dropout masks: by default the training variants run inside adaptkit.fast_cpu_dropout(), as "
+    "adaptkit-glue train does (CPU dropout masks drawn 64 random bits at a time instead of torch's "
+    "element-by-element kernel); --torch-dropout keeps torch's kernel. Every variant pays for "
+    "dropout alike, so the faster masks lower the ratios below 1 and raise those above it.",
     "Allocator: by default this run calls adaptkit.reuse_freed_memory() as adaptkit-glue train "
     "does (glibc keeps freed memory instead of returning it to the kernel and faulting it back in "
     "the next step); --default-allocator keeps glibc's settings. minor_page_faults_per_step_median "

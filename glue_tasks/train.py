@@ -7,6 +7,7 @@ Only the main process writes files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -99,6 +100,7 @@ class TrainConfig:
     save_every: int = 0  # also save the training state every N optimizer steps (0: at each epoch only)
     skip_bad_rows: bool = False
     trust_remote_code: bool = False
+    torch_dropout: bool = False  # torch's own CPU dropout masks instead of adaptkit.fast_cpu_dropout()
 
     def __post_init__(self) -> None:
         if isinstance(self.method, dict):
@@ -430,7 +432,8 @@ def train(cfg: TrainConfig) -> dict:
         check_output_dir(output_dir, cfg.overwrite or cfg.resume)
         output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(cfg, accelerator, output_dir)
+        with contextlib.nullcontext() if cfg.torch_dropout else adaptkit.fast_cpu_dropout():
+            return _train(cfg, accelerator, output_dir)
     except BaseException:
         if created and accelerator.is_main_process and output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()
