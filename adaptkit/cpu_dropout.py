@@ -1,14 +1,13 @@
 """Dropout masks drawn in bulk on the CPU: the same Bernoulli distribution in under half the time.
 
-torch fills a CPU dropout mask (``bernoulli_``) one element at a time on one core: a whole dropout
-took 6.3 ns per element on the benchmark machine, 2.7 ns inside this block
-(benchmarks/results/dropout_masks.json), and MiniLM's training steps were 9-15% shorter with it
-(overhead.json against overhead-torch-dropout.json): a cost every method pays alike, which GPUs do
-not have. Inside ``fast_cpu_dropout()``, ``bernoulli_(p)`` on CPU tensors (what ``nn.Dropout``,
-``F.dropout`` and the attention's dropout call) draws 64 random bits at a time from the same
-generator and compares each 32-bit half with ``p``: one Bernoulli(p) draw per 32 bits, exact to
-2^-32. Seeded runs stay reproducible; they draw other masks than torch's kernel, so results differ
-from runs without it as two seeds differ.
+torch's CPU kernel for ``bernoulli_`` draws a mask element by element, a cost every training method
+pays alike and GPUs do not (benchmarks/dropout_masks.py times both kernels; benchmarks/overhead.py
+runs its training steps with either). Inside ``fast_cpu_dropout()``, ``bernoulli_(p)`` with a
+float ``p`` on CPU tensors (what ``nn.Dropout``, ``F.dropout`` and the attention's dropout call, and
+``torch.bernoulli(x, p)``) draws 64 random bits at a time from the same generator and compares each
+32-bit half with ``p``: one Bernoulli(p) draw per 32 bits, exact to 2^-32. Seeded runs stay
+reproducible; they draw other masks than torch's kernel, so results differ from runs without it as
+two seeds differ.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from collections.abc import Iterator
 import torch
 
 _HALF = 2 ** 31  # a 32-bit draw is uniform on [-2^31, 2^31)
-_CHUNK = 1 << 20  # draws made at a time: the temporary buffers stay at 5 MiB whatever the mask's size
+_CHUNK = 1 << 20  # draws made at a time: 5 MiB of temporary buffers for a contiguous mask of any size
+assert _CHUNK % 2 == 0  # an even chunk uses whole 64-bit words, so chunks draw the masks of one go
 
 
 def _bernoulli_(self: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -29,10 +29,15 @@ def _bernoulli_(self: torch.Tensor, p: float = 0.5, generator: torch.Generator |
     The draws come in chunks of an even size, so the masks are the same as drawn in one go."""
     if not 0 <= p <= 1:
         raise RuntimeError(f"bernoulli_ expects p to be in [0, 1], but got p={p}")
+    if self.is_complex():
+        raise NotImplementedError(f'"bernoulli_scalar_cpu_" not implemented for {self.dtype}')
+    if any(stride == 0 and size > 1 for size, stride in zip(self.shape, self.stride())):
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a "
+                           "single memory location. Please clone() the tensor before performing the operation.")
     threshold = round(p * 2 ** 32) - _HALF  # P(draw < threshold) = p, to within 2^-32
     if threshold >= _HALF:
         return self.fill_(1)
-    target = self if self.is_contiguous() else torch.empty(self.shape, dtype=self.dtype)
+    target = self if self.is_contiguous() else torch.empty(self.shape, dtype=self.dtype)  # full size, once
     flat = target.view(-1)
     for start in range(0, flat.numel(), _CHUNK):
         part = flat[start:start + _CHUNK]
@@ -49,7 +54,8 @@ def fast_cpu_dropout() -> Iterator[None]:
     It replaces torch's CPU kernel for ``bernoulli_(float p)`` process-wide until the block ends
     (every thread sees it: do not enter it around code that must draw torch's own numbers). Blocks
     nest, and each exit, by error too, removes only its own replacement. GPU tensors keep torch's
-    kernels, and ``torch.bernoulli(probabilities)`` (a tensor of p) is not affected."""
+    kernels, and ``torch.bernoulli(probabilities)`` (a tensor of p) is not affected. Enter it from
+    one thread: ``warnings.catch_warnings`` around the registration is not thread-safe."""
     library = torch.library.Library("aten", "IMPL")
     try:
         with warnings.catch_warnings():
@@ -57,4 +63,6 @@ def fast_cpu_dropout() -> Iterator[None]:
             library.impl("bernoulli_.float", _bernoulli_, "CPU")
         yield
     finally:
-        library._destroy()  # the kernel registered before this block is the active one again
+        # Library's own way to unregister (private, in torch since 2.1; torch.library._scoped_library
+        # uses it): the kernel registered before this block is the active one again.
+        library._destroy()

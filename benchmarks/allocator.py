@@ -3,8 +3,9 @@ page faults per step, glibc's default settings against reuse, side by side.
 
 The setting is process-wide, so the two cannot share one process as overhead.py's variants do:
 each measurement is a fresh process that trains one variant of overhead.py (all-MiniLM-L6-v2,
-batch 32 x 128, 2 threads), as ``adaptkit-glue train`` would, and the two settings alternate
-process by process (default, reuse, reuse, default, ...) so that drift hits both alike.
+batch 32 x 128, 2 threads), as ``adaptkit-glue train`` would but with torch's own dropout kernel
+(no ``fast_cpu_dropout``: only the allocator differs), and the two settings alternate process by
+process (default, reuse, reuse, default, ...) so that drift hits both alike.
 
 Run: ``python benchmarks/allocator.py`` (writes benchmarks/results/allocator.json).
 """

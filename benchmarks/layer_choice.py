@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402
+from overhead import rounds_used  # noqa: E402
 
 from adaptkit.atomic import write_text_atomic  # noqa: E402
 
@@ -35,7 +36,6 @@ POINTS = [("full fine-tuning", "full", "full", "full"),
            "houlsby64-frozen-emb-ln"),
           *[(f"top {k} of 6 blocks", f"top {k}", f"adapter-houlsby-top{k}-64", f"houlsby64-top{k}") for k in (4, 3, 2)]]
 ALL_BLOCKS = "adapter-houlsby-64"
-MIN_QUIET_ROUNDS = 10  # overhead.py's MIN_STEPS: with fewer quiet rounds its ratios use all rounds
 
 
 def scores_by_seed(rows: list[dict]) -> dict[tuple[str, str], dict[int, float]]:
@@ -55,9 +55,7 @@ def costs(overhead: dict) -> dict[str, tuple[float, float]]:
     rounds, as overhead.py reports its ratios; peak memory / full's)."""
     steps = overhead["train_step_time"]
     memory = overhead["ratios"]["train_peak_memory"]["vs_full"]
-    loads = steps["other_cores_per_round"]
-    quiet = [i for i, load in enumerate(loads) if load < overhead["settings"]["quiet_cores_below"]]
-    rounds = quiet if len(quiet) >= MIN_QUIET_ROUNDS else range(len(loads))  # overhead.py's rule
+    rounds = rounds_used(steps["other_cores_per_round"], overhead["settings"]["quiet_cores_below"])
 
     def step_ratio(variant: str) -> float:
         return statistics.median(steps[variant]["samples_s"][i] / steps["full"]["samples_s"][i] for i in rounds)

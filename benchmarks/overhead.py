@@ -219,6 +219,12 @@ def quiet_rounds(run: dict[str, Any]) -> list[bool]:
     return [load < QUIET_CORES for load in run["other_cores"]]
 
 
+def rounds_used(other_cores: list[float], quiet_below: float = QUIET_CORES) -> list[int]:
+    """The rounds a ratio is taken over: the quiet ones, or all when fewer than ``MIN_STEPS`` are."""
+    quiet = [i for i, load in enumerate(other_cores) if load < quiet_below]
+    return quiet if len(quiet) >= MIN_STEPS else list(range(len(other_cores)))
+
+
 def ratio_entry(name: str, run: dict[str, Any], numerator: str, denominator: str, what: str,
                 interval: bool = False) -> dict[str, Any]:
     """The median of the per-round ratios over the quiet rounds (all rounds when too few are quiet);
@@ -229,10 +235,10 @@ def ratio_entry(name: str, run: dict[str, Any], numerator: str, denominator: str
     as ``ratio_of_medians``."""
     keep = quiet_rounds(run)
     enough = sum(keep) >= MIN_STEPS
-    rounds = [i for i, k in enumerate(keep) if k or not enough]
+    rounds = rounds_used(run["other_cores"])
     top, bottom = (torch.tensor(run["samples"][v], dtype=torch.double) for v in (numerator, denominator))
     paired = top[rounds] / bottom[rounds]
-    entry = ratio(name, median(paired), 1.0, what)
+    entry = ratio(name, median(paired), what)
     entry["ratio_of_medians"] = round(median(top[rounds]) / median(bottom[rounds]), 4)
     if interval:
         generator = torch.Generator().manual_seed(SEED)
@@ -253,8 +259,8 @@ def median(values: torch.Tensor) -> float:
     return torch.quantile(values, 0.5).item()
 
 
-def ratio(name: str, numerator: float, denominator: float, what: str) -> dict[str, Any]:
-    value = numerator / denominator
+def ratio(name: str, value: float, what: str) -> dict[str, Any]:
+    """A ratio's entry, with its target and whether the value meets it when ``name`` has one."""
     target = TARGETS.get(name)
     entry: dict[str, Any] = {"value": round(value, 4), "what": what}
     if target is not None:
@@ -317,7 +323,7 @@ def bench_memory(setting_flags: list[str]) -> tuple[dict[str, Any], dict[str, An
                                          - result["peak_after_load"]["vm_hwm_bytes"])
         results[variant] = result
     peak = {v: r["peak_after_steps"]["vm_hwm_bytes"] for v, r in results.items()}
-    value = ratio("train_peak_memory", peak["houlsby64"], peak["full"],
+    value = ratio("train_peak_memory", peak["houlsby64"] / peak["full"],
                   f"process peak RSS (VmHWM) after {MEMORY_STEPS} train steps, houlsby m={TRAIN_SIZE} / full")
     value["step_increase_ratio"] = round(
         results["houlsby64"]["step_increase_bytes"] / results["full"]["step_increase_bytes"], 4)
@@ -331,7 +337,7 @@ def bench_checkpoint() -> tuple[dict[str, Any], dict[str, Any]]:
         adapter_bytes = (adaptkit.save_adapter(model, tmp) / adaptkit.WEIGHTS_NAME).stat().st_size
     model_bytes = (model_path() / "model.safetensors").stat().st_size
     sizes = {"adapter_model_safetensors_bytes": adapter_bytes, "model_safetensors_bytes": model_bytes}
-    return sizes, ratio("checkpoint_size", adapter_bytes, model_bytes,
+    return sizes, ratio("checkpoint_size", adapter_bytes / model_bytes,
                         f"adapter_model.safetensors (m={TRAIN_SIZE}, with LayerNorms and head) / "
                         "the base model.safetensors")
 

@@ -194,7 +194,7 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-dropout", action="store_true",
                         help="draw CPU dropout masks with torch's own kernel; by default training runs inside "
                              "adaptkit.fast_cpu_dropout(): the same Bernoulli masks drawn in bulk, CPU steps "
-                             "9-15%% shorter (benchmarks/results/overhead.json against overhead-torch-dropout.json), "
+                             "9-17%% shorter (benchmarks/results/overhead.json against overhead-torch-dropout.json), "
                              "other draws than torch's, so results differ as two seeds do. No effect on a GPU")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
 

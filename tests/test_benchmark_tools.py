@@ -8,6 +8,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import report  # noqa: E402
@@ -171,6 +172,10 @@ def test_overhead_ratios_are_paired_with_a_bootstrap_interval():
     low, high = entry["interval_95"]
     assert 1.97 <= low <= high <= 2.03  # the pairing cancels the drift
     assert entry["ratio_of_medians"] == pytest.approx(2.0, abs=0.1)
+    # where the pairing matters: b is 3x a in six rounds and equal in six, the medians say 1.5
+    mixed = {"samples": {"a": [1.0] * 6 + [3.0] * 6, "b": [3.0] * 12}, "other_cores": [0.0] * 12}
+    mixed_entry = overhead.ratio_entry("layernorm_price", mixed, "b", "a", "what")
+    assert (mixed_entry["value"], mixed_entry["ratio_of_medians"]) == (2.0, 1.5)
     assert entry["meets_target"] is False and entry["meets_target_at_interval_top"] is False
     assert set(overhead.TRAIN_VARIANTS) >= {n for _, top, bottom, _ in overhead.TRAIN_RATIOS for n in (top, bottom)}
 
@@ -181,7 +186,13 @@ def test_dropout_masks_benchmark_compares_both_kernels(tmp_path, monkeypatch, ca
         dropout_masks.main(["--rounds", "3"])
     assert "at least 10 rounds" in capsys.readouterr().err
     monkeypatch.setattr(dropout_masks, "SHAPES", {"tiny": (4, 1000)})
-    assert dropout_masks.main(["--rounds", "10", "--output", str(tmp_path / "masks.json")]) == 0
+    monkeypatch.setattr(dropout_masks.adaptkit, "reuse_freed_memory", lambda: False)  # process-wide
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng():
+            assert dropout_masks.main(["--rounds", "10", "--output", str(tmp_path / "masks.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     tiny = json.loads((tmp_path / "masks.json").read_text())["shapes"]["tiny"]
     assert tiny["elements"] == 4000 and len(tiny["torch_kernel"]["samples_s"]) >= 10
     assert tiny["fast_cpu_dropout"]["ns_per_element"] > 0 and tiny["ratio"]["value"] > 0

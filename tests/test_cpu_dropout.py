@@ -20,10 +20,12 @@ def seeded_mask(numel: int = 4096, p: float = 0.5, seed: int = 0) -> torch.Tenso
 
 
 def assert_frequency(values: torch.Tensor, p: float) -> None:
-    """Only 0s and 1s, with a share of 1s within 6 standard errors of ``p``."""
+    """Only 0s and 1s, with a share of 1s within 6 standard errors of ``p``, in the even and the
+    odd positions alike (each comes from one half of a 64-bit word)."""
     assert set(values.unique().tolist()) <= {0, 1}
-    tolerance = 6 * math.sqrt(p * (1 - p) / values.numel()) + 1e-12
-    assert abs(values.double().mean().item() - p) <= tolerance, (values.double().mean().item(), p)
+    for half in (values.flatten()[0::2], values.flatten()[1::2]):
+        tolerance = 6 * math.sqrt(p * (1 - p) / half.numel()) + 1e-12
+        assert abs(half.double().mean().item() - p) <= tolerance, (half.double().mean().item(), p)
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9, 1.0])
@@ -39,8 +41,8 @@ def test_dropout_drops_p_and_keeps_the_expectation():
     assert torch.allclose(out[out != 0], torch.tensor(1 / 0.9))
 
 
-def test_a_mask_larger_than_float32_indexes_is_random_to_the_end():
-    count = (1 << 25) + 3  # past 2^24, where a float32 index stops being exact
+def test_a_mask_of_32_million_elements_is_random_to_the_end():
+    count = (1 << 25) + 3  # BERT-large's attention probabilities for 32 x 16 heads x 256^2 tokens, and 3
     with adaptkit.fast_cpu_dropout():
         mask = torch.empty(count, dtype=torch.bool).bernoulli_(0.3)
     assert_frequency(mask[-(1 << 20):], 0.3)
@@ -103,7 +105,8 @@ def test_p_outside_0_1_is_refused_as_torch_refuses_it():
             torch.empty(4).bernoulli_(1.5)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64, torch.bool, torch.int64])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64, torch.bool, torch.int8,
+                                   torch.uint8, torch.int64])
 def test_dtypes_shapes_and_views_are_kept(dtype):
     with adaptkit.fast_cpu_dropout():
         base = torch.full((256, 64), 5, dtype=dtype)
@@ -113,6 +116,18 @@ def test_dtypes_shapes_and_views_are_kept(dtype):
         assert_frequency(base.float(), 0.5)
         assert torch.empty(0, 3, dtype=dtype).bernoulli_(0.5).shape == (0, 3)
         assert torch.tensor(2, dtype=dtype).bernoulli_(1.0).item() == 1
+        assert torch.tensor(2, dtype=dtype).bernoulli_(0.5).item() in (0, 1)
+
+
+def test_what_torch_refuses_is_refused_before_drawing():
+    with adaptkit.fast_cpu_dropout():
+        state = torch.get_rng_state()
+        for p in (0.5, 1.0):
+            with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):
+                torch.zeros(1).expand(4).bernoulli_(p)
+        with pytest.raises(NotImplementedError, match="not implemented for"):
+            torch.zeros(3, dtype=torch.complex64).bernoulli_(0.5)
+        assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_the_config_records_the_choice():
