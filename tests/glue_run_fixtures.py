@@ -47,3 +47,14 @@ def write_stsb(root: Path, n_train: int = 32, n_dev: int = 16) -> Path:
                             for i in range(count)]
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
+
+
+MISSING_GLUE = "no-such-glue"
+
+
+def train_on_missing_data(tmp_path: Path, flags: list[str]) -> int:
+    """``adaptkit-glue train --task rte`` from a data folder that does not exist: it stops with exit
+    code 2 once the run looks for the data, after what the command sets up before training."""
+    from glue_tasks.cli import main
+    return main(["train", "--task", "rte", "--data-dir", str(tmp_path / MISSING_GLUE),
+                 "--output-dir", str(tmp_path / "run"), *flags])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import adaptkit
 from adaptkit import cpu_dropout
-from glue_tasks.cli import main
+from glue_run_fixtures import MISSING_GLUE, train_on_missing_data
 from glue_tasks.train import TrainConfig
 
 
@@ -144,6 +144,5 @@ def test_train_runs_inside_it_unless_told_not_to(flags, entered, tmp_path, monke
         seen.append(True)
         yield
     monkeypatch.setattr(adaptkit, "fast_cpu_dropout", recording)
-    argv = ["train", "--task", "rte", "--data-dir", str(tmp_path / "no-such-glue"), "--output-dir", str(tmp_path / "run")]
-    assert main(argv + flags) == 2  # the missing data stops the run inside the block
-    assert "no-such-glue" in capsys.readouterr().err and len(seen) == entered
+    assert train_on_missing_data(tmp_path, flags) == 2  # the missing data stops the run inside the block
+    assert MISSING_GLUE in capsys.readouterr().err and len(seen) == entered

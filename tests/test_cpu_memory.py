@@ -9,7 +9,7 @@ import pytest
 
 import adaptkit
 from adaptkit import cpu_memory
-from glue_tasks.cli import main
+from glue_run_fixtures import MISSING_GLUE, train_on_missing_data
 
 # A training step in miniature: tensors of 4-16 MiB allocated, written and freed, round after round.
 STEPS = """
@@ -54,6 +54,5 @@ def test_other_c_libraries_are_left_alone(monkeypatch):
 def test_train_applies_it_unless_told_not_to(flags, calls, tmp_path, monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(adaptkit, "reuse_freed_memory", lambda: seen.append(True) or True)
-    argv = ["train", "--task", "rte", "--data-dir", str(tmp_path / "no-such-glue"), "--output-dir", str(tmp_path / "run")]
-    assert main(argv + flags) == 2  # the missing data stops the run; the setting came first
-    assert "no-such-glue" in capsys.readouterr().err and len(seen) == calls
+    assert train_on_missing_data(tmp_path, flags) == 2  # the missing data stops the run; the setting came first
+    assert MISSING_GLUE in capsys.readouterr().err and len(seen) == calls
