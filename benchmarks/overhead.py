@@ -248,10 +248,22 @@ def ratio_entry(name: str, run: dict[str, Any], numerator: str, denominator: str
         entry["interval_95"] = [round(low, 4), round(high, 4)]
         if "target" in entry:
             entry["meets_target_at_interval_top"] = high <= entry["target"]
+            entry["verdict"] = verdict(low, high, entry["target"])
+        quartiles = torch.quantile(paired, torch.tensor([0.25, 0.75], dtype=torch.double)).tolist()
+        entry["per_round_quartiles"] = [round(q, 4) for q in quartiles]
     entry["basis"] = (f"quiet rounds ({sum(keep)} of {len(keep)})" if enough else
                       f"all {len(keep)} rounds: only {sum(keep)} quiet, machine contended; rerun")
     entry["all_rounds_value"] = round(median(top / bottom), 4)
     return entry
+
+
+def verdict(low: float, high: float, target: float) -> str:
+    """A ratio's standing against an upper-bound target: met (the whole interval at or below it),
+    missed (the whole interval above it), or not resolved (it spans the target: the machine's noise
+    needs more rounds than the run had)."""
+    if high <= target:
+        return "met"
+    return "missed" if low > target else "not resolved"
 
 
 def median(values: torch.Tensor) -> float:
@@ -268,15 +280,20 @@ def ratio(name: str, value: float, what: str) -> dict[str, Any]:
     return entry
 
 
-def bench_training(batch: Batch, steps: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Every training variant interleaved round by round (paired), the ratios with intervals."""
-    models = {v: train_model(v) for v in TRAIN_VARIANTS}
+def ratios_of(variants: list[str]) -> list[tuple[str, str, str, str]]:
+    """The training ratios whose two variants both run."""
+    return [r for r in TRAIN_RATIOS if r[1] in variants and r[2] in variants]
+
+
+def bench_training(batch: Batch, steps: int, variants: list[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The training variants interleaved round by round (paired), the ratios with intervals."""
+    models = {v: train_model(v) for v in variants}
     run = interleave({v: train_step_fn(m, batch) for v, m in models.items()}, steps, "train")
     stats = round_stats(run)
     for v, m in models.items():
         stats[v]["trainable_parameters"] = sum(p.numel() for p in m.parameters() if p.requires_grad)
     return stats, {name: ratio_entry(name, run, top, bottom, what, interval=True)
-                   for name, top, bottom, what in TRAIN_RATIOS}
+                   for name, top, bottom, what in ratios_of(variants)}
 
 
 def bench_inference(batch: Batch, steps: int, key: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -311,23 +328,26 @@ def memory_child(variant: str) -> None:
               sys.stdout)
 
 
-def bench_memory(setting_flags: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def bench_memory(setting_flags: list[str], variants: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Each variant in a fresh subprocess (with this run's allocator and dropout flags); run this
-    before the parent loads any model."""
+    before the parent loads any model. The ratio to full fine-tuning needs full and houlsby64
+    among ``variants`` (None without them)."""
     results = {}
-    for variant in tqdm(TRAIN_VARIANTS, desc="memory", file=sys.stderr, unit="process"):
+    for variant in tqdm(variants, desc="memory", file=sys.stderr, unit="process"):
         out = subprocess.run([sys.executable, __file__, "--memory-child", variant, *setting_flags],
                              check=True, capture_output=True, text=True).stdout
         result = json.loads(out)
         result["step_increase_bytes"] = (result["peak_after_steps"]["vm_hwm_bytes"]
                                          - result["peak_after_load"]["vm_hwm_bytes"])
         results[variant] = result
+    if not {"full", "houlsby64"} <= set(variants):
+        return results, None
     peak = {v: r["peak_after_steps"]["vm_hwm_bytes"] for v, r in results.items()}
     value = ratio("train_peak_memory", peak["houlsby64"] / peak["full"],
                   f"process peak RSS (VmHWM) after {MEMORY_STEPS} train steps, houlsby m={TRAIN_SIZE} / full")
     value["step_increase_ratio"] = round(
         results["houlsby64"]["step_increase_bytes"] / results["full"]["step_increase_bytes"], 4)
-    value["vs_full"] = {v: round(peak[v] / peak["full"], 4) for v in TRAIN_VARIANTS}
+    value["vs_full"] = {v: round(peak[v] / peak["full"], 4) for v in variants}
     return results, value
 
 
@@ -343,13 +363,23 @@ def bench_checkpoint() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def print_table(ratios: dict[str, dict[str, Any]]) -> None:
-    print(f"\n{'ratio':<26}{'value':>8}{'95% interval':>18}{'target':>9}  ok")
+    print(f"\n{'ratio':<26}{'value':>8}{'95% interval':>18}{'target':>9}  verdict")
     for name, entry in ratios.items():
         target = entry.get("target")
-        ok = "-" if target is None else ("yes" if entry.get("meets_target_at_interval_top", entry["meets_target"]) else "NO")
+        ok = "-" if target is None else entry.get("verdict", "met" if entry["meets_target"] else "missed")
         low_high = entry.get("interval_95")
         interval = f"[{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else ""
         print(f"{name:<26}{entry['value']:>8.3f}{interval:>18}{'' if target is None else f'≤{target}':>9}  {ok}")
+
+
+def variant_list(text: str) -> list[str]:
+    """``--variants``: names of TRAIN_VARIANTS, in their order there, each once."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TRAIN_VARIANTS]
+    if unknown or len(names) < 2:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'fewer than two variants'}: give two or more of {', '.join(TRAIN_VARIANTS)}")
+    return [name for name in TRAIN_VARIANTS if name in names]
 
 
 def parse_args() -> argparse.Namespace:
@@ -360,8 +390,14 @@ def parse_args() -> argparse.Namespace:
                     f"which other processes used >= {QUIET_CORES} cores do not count as quiet; up to "
                     f"{MAX_ROUNDS_FACTOR}x the wanted rounds run to collect enough quiet ones.")
     parser.add_argument("--steps", type=int, default=60,
-                        help=f"quiet timed training rounds wanted; each runs all {len(TRAIN_VARIANTS)} training "
-                             "variants, about 12 s on 2 cores (default: %(default)s)")
+                        help=f"quiet timed training rounds wanted; each runs every training variant once "
+                             f"(all {len(TRAIN_VARIANTS)}: 12-20 s on 2 cores) (default: %(default)s)")
+    parser.add_argument("--variants", type=variant_list, default=list(TRAIN_VARIANTS), metavar="NAME,...",
+                        help="the training variants to time and measure, comma-separated, of "
+                             f"{', '.join(TRAIN_VARIANTS)} (default: all); only the ratios whose two "
+                             "variants both run are reported, and the memory ratio needs full and "
+                             "houlsby64. Fewer variants give more rounds in the same time, for a machine "
+                             "whose steps vary too much for the intervals to decide")
     parser.add_argument("--inference-steps", type=int, default=30,
                         help="quiet timed forward rounds wanted per variant and bottleneck size "
                              "(default: %(default)s)")
@@ -395,15 +431,15 @@ def main() -> None:
     started, load_at_start = time.perf_counter(), os.getloadavg()
     flags = [flag for flag, given in (("--default-allocator", args.default_allocator),
                                       ("--torch-dropout", args.torch_dropout)) if given]
-    memory, memory_ratio = bench_memory(flags)
+    memory, memory_ratio = bench_memory(flags, args.variants)
     sizes, size_ratio = bench_checkpoint()
     batch = random_batch(BATCH, SEQ_LEN, SEED)
     with dropout:
-        train_stats, train_ratios = bench_training(batch, args.steps)
+        train_stats, train_ratios = bench_training(batch, args.steps, args.variants)
     inference = {key: bench_inference(batch, args.inference_steps, key) for key in INFERENCE_SIZES}
     ratios = {**train_ratios,
               **{f"inference_latency_{k}": r for k, (_, r) in inference.items()},
-              "train_peak_memory": memory_ratio, "checkpoint_size": size_ratio}
+              **({"train_peak_memory": memory_ratio} if memory_ratio else {}), "checkpoint_size": size_ratio}
     write_json_atomic(args.output, {
         "machine": machine_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -421,7 +457,8 @@ def main() -> None:
                      "inference_quiet_rounds_wanted": args.inference_steps,
                      "memory_train_steps": MEMORY_STEPS,
                      "optimizer": "AdamW(lr=1e-5), zero_grad(set_to_none)",
-                     "train_adapter": f"houlsby size={TRAIN_SIZE}", "train_variants": TRAIN_VARIANTS,
+                     "train_adapter": f"houlsby size={TRAIN_SIZE}",
+                     "train_variants": {v: TRAIN_VARIANTS[v] for v in args.variants},
                      "bootstrap_resamples": BOOTSTRAP, "inference_adapters": INFERENCE_SIZES},
         "train_step_time": train_stats,
         "inference_latency": {k: s for k, (s, _) in inference.items()},

@@ -1,5 +1,6 @@
 """sweep.py resumes and skips finished runs; report.py turns results into a table and a plot."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -178,6 +179,33 @@ def test_overhead_ratios_are_paired_with_a_bootstrap_interval():
     assert (mixed_entry["value"], mixed_entry["ratio_of_medians"]) == (2.0, 1.5)
     assert entry["meets_target"] is False and entry["meets_target_at_interval_top"] is False
     assert set(overhead.TRAIN_VARIANTS) >= {n for _, top, bottom, _ in overhead.TRAIN_RATIOS for n in (top, bottom)}
+
+
+def test_overhead_verdict_tells_a_missed_target_from_an_unresolved_one():
+    import overhead
+    assert overhead.verdict(0.98, 1.049, 1.05) == "met"
+    assert overhead.verdict(1.051, 1.09, 1.05) == "missed"
+    assert overhead.verdict(0.996, 1.091, 1.05) == "not resolved"
+    # a noisy machine: b is 1.02 x a on average, each round off by up to 12%
+    noise = [1.0 + 0.12 * ((7 * i) % 11 - 5) / 5 for i in range(40)]
+    run = {"samples": {"a": [1.0] * 40, "b": [1.02 * n for n in noise]}, "other_cores": [0.0] * 40}
+    entry = overhead.ratio_entry("layernorm_price", run, "b", "a", "what", interval=True)
+    low, high = entry["interval_95"]
+    assert low < 1.05 < high and entry["verdict"] == "not resolved"
+    assert entry["meets_target_at_interval_top"] is False
+    q1, q3 = entry["per_round_quartiles"]
+    assert q1 < 1.0 < 1.04 < q3  # the spread that needs more rounds shows in the file
+
+
+def test_overhead_times_a_chosen_subset_of_its_variants():
+    import overhead
+    assert overhead.variant_list("houlsby64-top3, full,houlsby64") == ["full", "houlsby64", "houlsby64-top3"]
+    for bad in ("full,bogus", "full", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="give two or more of full"):
+            overhead.variant_list(bad)
+    names = [name for name, *_ in overhead.ratios_of(["full", "houlsby64", "houlsby64-frozen-ln", "houlsby64-top3"])]
+    assert names == ["train_step_time", "layernorm_price", "train_step_time_top3"]
+    assert len(overhead.ratios_of(list(overhead.TRAIN_VARIANTS))) == len(overhead.TRAIN_RATIOS)
 
 
 def test_dropout_masks_benchmark_compares_both_kernels(tmp_path, monkeypatch, capsys):
