@@ -501,7 +501,9 @@ NOTES = [
     "Training variants (settings.train_variants) run round by round in one process, so each round "
     "gives every variant's step under the same conditions; a ratio's 95% interval resamples rounds "
     "(10,000 times, each round's pair kept) and recomputes the median per-round ratio. A target with an "
-    "interval is met when the interval's upper end is at or below it.",
+    "interval is met when the interval's upper end is at or below it; its verdict is missed when the "
+    "lower end is above it, and not resolved when the interval spans it (per_round_quartiles show the "
+    "spread of the per-round ratios that sets the interval's width).",
     "houlsby64 is the paper's setting (every LayerNorm trains, the embeddings' included); "
     "houlsby64-frozen-emb-ln freezes only the embeddings' LayerNorm (adaptkit's "
     "train_embedding_norm=False, a departure from the paper): training it needs the backward pass "
