@@ -376,7 +376,7 @@ def variant_list(text: str) -> list[str]:
     """``--variants``: names of TRAIN_VARIANTS, in their order there, each once."""
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in TRAIN_VARIANTS]
-    if unknown or len(names) < 2:
+    if unknown or len(set(names)) < 2:
         raise argparse.ArgumentTypeError(
             f"{', '.join(unknown) or 'fewer than two variants'}: give two or more of {', '.join(TRAIN_VARIANTS)}")
     return [name for name in TRAIN_VARIANTS if name in names]
