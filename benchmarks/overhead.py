@@ -13,7 +13,6 @@ Run: ``python benchmarks/overhead.py`` (writes benchmarks/results/overhead.json)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -36,6 +35,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel  # 
 import adaptkit  # noqa: E402
 from adaptkit.atomic import write_json_atomic  # noqa: E402
 from glue_tasks.machine import machine_info  # noqa: E402
+from glue_tasks.train import cpu_kernels  # noqa: E402
 from measure import TOKEN_RANGE, random_batch, vm_hwm_bytes  # noqa: E402
 
 BATCH, SEQ_LEN = 32, 128
@@ -410,6 +410,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--torch-dropout", action="store_true",
                         help="train with torch's own CPU dropout masks instead of adaptkit.fast_cpu_dropout(), "
                              "which adaptkit-glue train applies (write to another --output to compare)")
+    parser.add_argument("--torch-attention", action="store_true",
+                        help="train with torch's own CPU attention (its math path when dropout is on) instead "
+                             "of adaptkit.fast_cpu_attention(), which adaptkit-glue train applies "
+                             "(benchmarks/attention_kernel.py compares the two side by side)")
     parser.add_argument("--memory-child", choices=list(TRAIN_VARIANTS), metavar="VARIANT",
                         help="internal: measure peak RSS of one training VARIANT "
                              f"({', '.join(TRAIN_VARIANTS)}) in this process and print JSON")
@@ -422,19 +426,20 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     reused = not args.default_allocator and adaptkit.reuse_freed_memory()
-    dropout = contextlib.nullcontext() if args.torch_dropout else adaptkit.fast_cpu_dropout()
+    kernels = cpu_kernels(args.torch_dropout, args.torch_attention)
     if args.memory_child:
-        with dropout:
+        with kernels:
             memory_child(args.memory_child)
         return
     torch.set_num_threads(THREADS)
     started, load_at_start = time.perf_counter(), os.getloadavg()
     flags = [flag for flag, given in (("--default-allocator", args.default_allocator),
-                                      ("--torch-dropout", args.torch_dropout)) if given]
+                                      ("--torch-dropout", args.torch_dropout),
+                                      ("--torch-attention", args.torch_attention)) if given]
     memory, memory_ratio = bench_memory(flags, args.variants)
     sizes, size_ratio = bench_checkpoint()
     batch = random_batch(BATCH, SEQ_LEN, SEED)
-    with dropout:
+    with kernels:
         train_stats, train_ratios = bench_training(batch, args.steps, args.variants)
     inference = {key: bench_inference(batch, args.inference_steps, key) for key in INFERENCE_SIZES}
     ratios = {**train_ratios,
@@ -452,6 +457,8 @@ def main() -> None:
                                    "the C library's defaults (--default-allocator or not glibc)"),
                      "dropout_masks": ("torch's CPU kernel (--torch-dropout)" if args.torch_dropout else
                                        "adaptkit.fast_cpu_dropout(), as adaptkit-glue train and compare"),
+                     "attention": ("torch's CPU attention (--torch-attention)" if args.torch_attention else
+                                   "adaptkit.fast_cpu_attention(), as adaptkit-glue train and compare"),
                      "quiet_cores_below": QUIET_CORES, "max_rounds": f"{MAX_ROUNDS_FACTOR} x wanted",
                      "train_quiet_rounds_wanted": args.steps,
                      "inference_quiet_rounds_wanted": args.inference_steps,
@@ -514,6 +521,11 @@ NOTES = [
     "adaptkit-glue train does (CPU dropout masks drawn 64 random bits at a time instead of torch's "
     "element-by-element kernel); --torch-dropout keeps torch's kernel. Every variant pays for "
     "dropout alike, so the faster masks lower the ratios below 1 and raise those above it.",
+    "Attention: by default the training variants also run inside adaptkit.fast_cpu_attention(), as "
+    "adaptkit-glue train does (the attention with dropout that torch runs on its math path, in fewer "
+    "passes, with the same masks); --torch-attention keeps torch's. Every variant runs attention in "
+    "its trained blocks, and the paper's setting once more (block 0's backward, for the embeddings' "
+    "LayerNorm).",
     "Allocator: by default this run calls adaptkit.reuse_freed_memory() as adaptkit-glue train "
     "does (glibc keeps freed memory instead of returning it to the kernel and faulting it back in "
     "the next step); --default-allocator keeps glibc's settings. minor_page_faults_per_step_median "

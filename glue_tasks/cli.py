@@ -196,6 +196,12 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
                              "adaptkit.fast_cpu_dropout(): the same Bernoulli masks drawn in bulk, CPU steps "
                              "9-17%% shorter (benchmarks/results/overhead.json against overhead-torch-dropout.json), "
                              "other draws than torch's, so results differ as two seeds do. No effect on a GPU")
+    parser.add_argument("--torch-attention", action="store_true",
+                        help="run CPU attention with dropout through torch's own math path; by default training "
+                             "runs inside adaptkit.fast_cpu_attention(): the same function and dropout masks in "
+                             "fewer passes, ATTENTION_SAVING (benchmarks/results/overhead.json against "
+                             "overhead-torch-attention.json). Models on transformers' sdpa attention only; no "
+                             "effect on a GPU or in bf16")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
 
 

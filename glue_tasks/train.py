@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,6 +101,7 @@ class TrainConfig:
     skip_bad_rows: bool = False
     trust_remote_code: bool = False
     torch_dropout: bool = False  # torch's own CPU dropout masks instead of adaptkit.fast_cpu_dropout()
+    torch_attention: bool = False  # torch's CPU attention with dropout instead of adaptkit.fast_cpu_attention()
 
     def __post_init__(self) -> None:
         if isinstance(self.method, dict):
@@ -432,12 +433,24 @@ def train(cfg: TrainConfig) -> dict:
         check_output_dir(output_dir, cfg.overwrite or cfg.resume)
         output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with contextlib.nullcontext() if cfg.torch_dropout else adaptkit.fast_cpu_dropout():
+        with cpu_kernels(cfg.torch_dropout, cfg.torch_attention):
             return _train(cfg, accelerator, output_dir)
     except BaseException:
         if created and accelerator.is_main_process and output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def cpu_kernels(torch_dropout: bool = False, torch_attention: bool = False) -> Iterator[None]:
+    """adaptkit's CPU training kernels, each unless opted out of (--torch-dropout, --torch-attention);
+    neither changes anything on a GPU."""
+    with contextlib.ExitStack() as stack:
+        if not torch_dropout:
+            stack.enter_context(adaptkit.fast_cpu_dropout())
+        if not torch_attention:
+            stack.enter_context(adaptkit.fast_cpu_attention())
+        yield
 
 
 def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict:

@@ -1,5 +1,5 @@
 """adaptkit.fast_cpu_dropout: the same Bernoulli masks as torch's CPU kernel, drawn in bulk, only
-inside the block; and adaptkit-glue train uses it unless --torch-dropout."""
+inside the block (test_cpu_kernels_in_train: train enters it)."""
 
 import contextlib
 import math
@@ -10,8 +10,6 @@ import torch.nn.functional as F
 
 import adaptkit
 from adaptkit import cpu_dropout
-from glue_run_fixtures import MISSING_GLUE, train_on_missing_data
-from glue_tasks.train import TrainConfig
 
 
 def seeded_mask(numel: int = 4096, p: float = 0.5, seed: int = 0) -> torch.Tensor:
@@ -128,21 +126,3 @@ def test_what_torch_refuses_is_refused_before_drawing():
         with pytest.raises(NotImplementedError, match="not implemented for"):
             torch.zeros(3, dtype=torch.complex64).bernoulli_(0.5)
         assert torch.equal(torch.get_rng_state(), state)
-
-
-def test_the_config_records_the_choice():
-    assert TrainConfig(output_dir="x", task="rte").to_dict()["torch_dropout"] is False
-    assert TrainConfig(output_dir="x", task="rte", torch_dropout=True).torch_dropout is True
-
-
-@pytest.mark.parametrize("flags, entered", [([], 1), (["--torch-dropout"], 0)])
-def test_train_runs_inside_it_unless_told_not_to(flags, entered, tmp_path, monkeypatch, capsys):
-    seen = []
-
-    @contextlib.contextmanager
-    def recording():
-        seen.append(True)
-        yield
-    monkeypatch.setattr(adaptkit, "fast_cpu_dropout", recording)
-    assert train_on_missing_data(tmp_path, flags) == 2  # the missing data stops the run inside the block
-    assert MISSING_GLUE in capsys.readouterr().err and len(seen) == entered

@@ -1,5 +1,7 @@
 """bert-base at its published size (random weights): the sizes where float32 index maths breaks."""
 
+import contextlib
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
@@ -47,3 +49,45 @@ def test_bert_base_saves_and_reloads_onto_a_fresh_copy(tmp_path):
         assert torch.equal(logits(fresh, inputs), base)
     with pytest.raises(adaptkit.BaseModelMismatchError, match="other pretrained weights"):
         adaptkit.load_adapter(bert_base(seed=1), tmp_path / "task")
+
+
+@pytest.mark.slow
+def test_fast_cpu_attention_above_2_pow_24_scores():
+    """roberta-large's attention (16 heads of 64) over 512 tokens, batch 8: 33.5M scores. The output
+    and the gradients equal torch's math attention with the same dropout mask."""
+    from adaptkit.cpu_attention import DropoutAttention
+    shape, p, scale = (8, 16, 512, 64), 0.1, 64 ** -0.5
+    generator = torch.Generator().manual_seed(0)
+    ours = [torch.randn(shape, generator=generator).requires_grad_() for _ in range(3)]
+    theirs = [x.detach().clone().requires_grad_() for x in ours]
+    torch.manual_seed(1)
+    out = DropoutAttention.apply(*ours, None, None, scale, p)
+    assert out.shape == shape and shape[0] * shape[1] * shape[2] ** 2 > 2 ** 24
+    torch.manual_seed(1)
+    keep = torch.empty(*shape[:3], shape[2]).bernoulli_(1 - p).bool()
+    expected, _ = torch.ops.aten._scaled_dot_product_attention_math(*theirs, None, p, False, keep, scale=scale)
+    grad = torch.randn(shape, generator=generator)
+    out.backward(grad)
+    expected.backward(grad)
+    assert torch.allclose(out, expected, atol=1e-5)
+    for mine, reference in zip(ours, theirs):
+        assert torch.allclose(mine.grad, reference.grad, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bert_base_adapter_training_step_is_the_same_inside_fast_cpu_attention():
+    model = bert_base(seed=0).train()
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(64), name="task")
+    inputs = {"input_ids": torch.randint(1000, 30000, (4, 128), generator=torch.Generator().manual_seed(0)),
+              "attention_mask": torch.ones(4, 128, dtype=torch.long), "labels": torch.tensor([0, 1, 1, 0])}
+    inputs["attention_mask"][1, 100:] = 0
+    grads = []
+    for context in (contextlib.nullcontext(), adaptkit.fast_cpu_attention()):
+        model.zero_grad()
+        torch.manual_seed(2)
+        with context:
+            model(**inputs).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert len(grads[0]) > 24 * 4
+    for name, grad in grads[1].items():
+        assert torch.allclose(grad, grads[0][name], atol=1e-5, rtol=1e-4), name
