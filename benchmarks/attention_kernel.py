@@ -7,6 +7,8 @@ quiet-round rule and paired ratios), so drift between runs does not enter the ra
 - whole training steps of overhead.py's variants (all-MiniLM-L6-v2, batch 32 x 128, masks by
   ``fast_cpu_dropout`` and freed memory reused, as ``adaptkit-glue train``), and the ratios between
   variants under each kernel (the price of trainable LayerNorms among them).
+Peak memory of a training step needs a fresh process per variant and kernel: overhead.py's memory
+children.
 
 Run: ``python benchmarks/attention_kernel.py`` (writes benchmarks/results/attention_kernel.json).
 """
@@ -30,7 +32,8 @@ from adaptkit.atomic import write_json_atomic
 from glue_tasks.machine import machine_info
 from measure import random_batch
 from overhead import (
-    BATCH, SEED, SEQ_LEN, THREADS, TRAIN_RATIOS, interleave, ratio_entry, round_stats, train_model, train_step_fn,
+    BATCH, SEED, SEQ_LEN, THREADS, TRAIN_RATIOS, bench_memory, interleave, ratio_entry, round_stats, train_model,
+    train_step_fn,
 )
 
 HEADS, HEAD_SIZE, P = 12, 32, 0.1
@@ -96,6 +99,17 @@ def bench_steps(rounds: int) -> dict[str, Any]:
             "ratios_between_variants": between}
 
 
+def memory_by_kernel() -> dict[str, Any]:
+    """Each variant's process peak after 3 training steps (VmHWM, MiB) under each kernel, and the
+    fast kernel's peak over torch's. Run before this process loads any model."""
+    peaks = {}
+    for kernel, flags in (("fast", []), ("torch", ["--torch-attention"])):
+        results, _ = bench_memory(flags, VARIANTS)
+        peaks[kernel] = {v: r["peak_after_steps"]["vm_hwm_bytes"] / 2 ** 20 for v, r in results.items()}
+    return {"peak_mib": {k: {v: round(m) for v, m in by.items()} for k, by in peaks.items()},
+            "fast_over_torch": {v: round(peaks["fast"][v] / peaks["torch"][v], 4) for v in VARIANTS}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Kernels alternate round by "
                                      "round in one process; rounds with other CPU load are set aside.")
@@ -110,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     adaptkit.reuse_freed_memory()
     torch.set_num_threads(THREADS)
     started = time.perf_counter()
+    memory = memory_by_kernel()
     with adaptkit.fast_cpu_dropout():
         attention, steps = bench_attention(args.rounds), bench_steps(args.rounds)
     write_json_atomic(args.output, {
@@ -119,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"torch_threads": THREADS, "quiet_rounds_wanted": args.rounds, "batch_size": BATCH,
                      "seq_len": SEQ_LEN, "variants": VARIANTS, "dropout_masks": "adaptkit.fast_cpu_dropout()",
                      "allocator": "adaptkit.reuse_freed_memory()"},
-        "attention": attention, "train_step": steps,
+        "attention": attention, "train_step": steps, "train_peak_memory": memory,
         "elapsed_s": round(time.perf_counter() - started, 1),
     })
     print(f"attention fwd+bwd, fast / torch: {attention['ratio']['value']:.3f} {attention['ratio']['interval_95']}")
@@ -127,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train step {v}, fast / torch: {entry['value']:.3f} {entry['interval_95']}")
     for name, by_kernel in steps["ratios_between_variants"].items():
         print(name, {k: (e["value"], e["interval_95"]) for k, e in by_kernel.items()})
+    print("peak memory, fast / torch:", memory["fast_over_torch"])
     print(f"wrote {args.output}")
     return 0
 

@@ -329,8 +329,8 @@ def memory_child(variant: str) -> None:
 
 
 def bench_memory(setting_flags: list[str], variants: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Each variant in a fresh subprocess (with this run's allocator and dropout flags); run this
-    before the parent loads any model. The ratio to full fine-tuning needs full and houlsby64
+    """Each variant in a fresh subprocess (with this run's allocator, dropout and attention flags);
+    run this before the parent loads any model. The ratio to full fine-tuning needs full and houlsby64
     among ``variants`` (None without them)."""
     results = {}
     for variant in tqdm(variants, desc="memory", file=sys.stderr, unit="process"):

@@ -227,6 +227,31 @@ def test_dropout_masks_benchmark_compares_both_kernels(tmp_path, monkeypatch, ca
     assert "interval_95" in tiny["ratio"]
 
 
+def test_attention_kernel_benchmark_times_both_kernels(monkeypatch):
+    """Each timed call runs one attention forward and backward, the fast kernel's through
+    DropoutAttention and torch's not; memory compares the same variants under both kernels."""
+    import attention_kernel
+    from adaptkit.cpu_attention import DropoutAttention
+    for name, value in {"BATCH": 2, "SEQ_LEN": 8, "HEADS": 2, "HEAD_SIZE": 4}.items():
+        monkeypatch.setattr(attention_kernel, name, value)
+    calls = []
+    apply = DropoutAttention.apply
+    monkeypatch.setattr(DropoutAttention, "apply", lambda *a: (calls.append(1), apply(*a))[1])
+    with torch.random.fork_rng():
+        assert attention_kernel.timed_attention("torch")() > 0 and not calls
+        assert attention_kernel.timed_attention("fast")() > 0 and len(calls) == 1
+    flags_seen = []
+
+    def fake_memory(flags, variants):
+        flags_seen.append(flags)
+        peak = 200 if flags else 100
+        return {v: {"peak_after_steps": {"vm_hwm_bytes": peak * 2 ** 20}} for v in variants}, None
+    monkeypatch.setattr(attention_kernel, "bench_memory", fake_memory)
+    memory = attention_kernel.memory_by_kernel()
+    assert flags_seen == [[], ["--torch-attention"]]
+    assert memory["fast_over_torch"] == {v: 0.5 for v in attention_kernel.VARIANTS}
+
+
 def test_allocator_comparison_alternates_processes_and_refuses_a_no_op(monkeypatch):
     import allocator
     order = []
