@@ -65,15 +65,18 @@ class BottleneckAdapter(nn.Module):
         in the model's."""
         return self.up(self._inner(hidden)).to(hidden.dtype)
 
-    def added_to(self, onto: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    def added_to(self, onto: torch.Tensor, source: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
         """``onto + delta(source)``. Where the dtypes agree, the up-projection accumulates into
         ``onto + bias``: two passes over one hidden-sized output instead of four over two (bias
-        copy, product, sum), the adapter's main cost beside a projection on the CPU."""
+        copy, product, sum), the adapter's main cost beside a projection on the CPU.
+        ``overwrite``: nothing else holds ``onto`` and no gradient is taken, so the sum is written
+        into it (no new tensor)."""
         inner = self._inner(source)
         if (not onto.is_contiguous() or not onto.dtype == inner.dtype == self.up.weight.dtype
                 or torch.is_autocast_enabled(onto.device.type)):  # an in-place product never autocasts
             return onto + self.up(inner).to(onto.dtype)
-        total = onto.reshape(-1, onto.shape[-1]) + self.up.bias  # a new tensor, not a view: in place is safe
+        flat = onto.view(-1, onto.shape[-1])
+        total = flat.add_(self.up.bias) if overwrite else flat + self.up.bias  # in place on a new tensor is safe
         total.addmm_(inner.reshape(-1, inner.shape[-1]), self.up.weight.t())
         return total.view(onto.shape)
 
@@ -149,14 +152,22 @@ class AdapterSlot(_Slot):
 
     def hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
         hidden = output[0] if isinstance(output, tuple) else output
-        adapted = self.add_deltas(hidden, hidden)
+        adapted = self.add_deltas(hidden, hidden, overwrite=self._only_holder(module, output))
         if adapted is None:
             return output
         return (adapted,) + output[1:] if isinstance(output, tuple) else adapted
 
-    def add_deltas(self, source: torch.Tensor, onto: torch.Tensor) -> torch.Tensor | None:
+    def _only_holder(self, module: nn.Module, output: object) -> bool:
+        """Whether the sum may be written into ``module``'s output: without autograd, an
+        ``nn.Linear``'s output is a new tensor, and no hook has seen it before this one."""
+        hooks = iter(module._forward_hooks.values())
+        return (not torch.is_grad_enabled() and type(module) is nn.Linear and type(output) is torch.Tensor
+                and not nn.modules.module._global_forward_hooks
+                and getattr(next(hooks, None), "__self__", None) is self)
+
+    def add_deltas(self, source: torch.Tensor, onto: torch.Tensor, overwrite: bool = False) -> torch.Tensor | None:
         """``onto`` plus the routed adapters' deltas of ``source`` (each on its own rows in a
-        mixed batch), or None when no adapter runs here."""
+        mixed batch), or None when no adapter runs here; ``overwrite`` as in ``added_to``."""
         if self.rows is not None:
             self.rows.rows_of(source, "an adapted module")
             if not self.rows.groups:
@@ -166,7 +177,7 @@ class AdapterSlot(_Slot):
             deltas = [self.adapters[name].delta(source[r]) for (name, _), r in zip(self.rows.groups, rows)]
             return onto.index_add(0, torch.cat(rows), torch.cat(deltas).to(onto.dtype))
         if self.active is not None:
-            return self.adapters[self.active].added_to(onto, source)
+            return self.adapters[self.active].added_to(onto, source, overwrite)
         return None
 
 

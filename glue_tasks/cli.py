@@ -199,7 +199,7 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-attention", action="store_true",
                         help="run CPU attention with dropout through torch's own math path; by default training "
                              "runs inside adaptkit.fast_cpu_attention(): the same function and dropout masks in "
-                             "fewer passes, CPU steps 5-7%% shorter (benchmarks/results/attention_kernel.json), "
+                             "fewer passes, CPU steps 5-8%% shorter (benchmarks/results/attention_kernel.json), "
                              "less memory. Models on transformers' sdpa attention only; no effect on a GPU or "
                              "in bf16")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
