@@ -197,6 +197,26 @@ def test_overhead_verdict_tells_a_missed_target_from_an_unresolved_one():
     assert q1 < 1.0 < 1.04 < q3  # the spread that needs more rounds shows in the file
 
 
+def test_overhead_inference_ratio_has_an_interval_and_a_verdict(monkeypatch):
+    """Inference on/off is judged like the training ratios: the interval's upper end against the target."""
+    import overhead
+
+    import adaptkit
+    from tiny_models import tiny_inputs, tiny_model
+
+    def tiny_adapted(config):
+        model = tiny_model("bert")
+        adaptkit.add_adapter(model, config, name="bench")
+        return model
+    monkeypatch.setattr(overhead, "load_model", tiny_adapted)
+    model = tiny_model("bert")
+    stats, entry = overhead.bench_inference(tiny_inputs(model), overhead.MIN_STEPS, "m24")
+    low, high = entry["interval_95"]
+    assert low <= entry["value"] <= high and entry["target"] == overhead.TARGETS["inference_latency_m24"]
+    assert entry["verdict"] == overhead.verdict(low, high, entry["target"])
+    assert len(stats["adapters_on"]["samples_s"]) >= overhead.MIN_STEPS
+
+
 def test_overhead_times_a_chosen_subset_of_its_variants():
     import overhead
     assert overhead.variant_list("houlsby64-top3, full,houlsby64") == ["full", "houlsby64", "houlsby64-top3"]
