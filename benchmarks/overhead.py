@@ -200,9 +200,10 @@ def summarize(samples: list[float], keep: list[bool]) -> dict[str, Any]:
 
 
 def timing_ratio(name: str, run: dict[str, Any], numerator: str, denominator: str,
-                 what: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-variant statistics and the median paired ratio, over quiet rounds when there are enough."""
-    return round_stats(run), ratio_entry(name, run, numerator, denominator, what)
+                 what: str, interval: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-variant statistics and the median paired ratio, over quiet rounds when there are enough
+    (with ``interval``, its bootstrap interval and verdict: ``ratio_entry``)."""
+    return round_stats(run), ratio_entry(name, run, numerator, denominator, what, interval)
 
 
 def round_stats(run: dict[str, Any]) -> dict[str, Any]:
@@ -302,9 +303,8 @@ def bench_inference(batch: Batch, steps: int, key: str) -> tuple[dict[str, Any],
     size = config.bottleneck_size(model.config.hidden_size)
     run = interleave({"adapters_on": infer_fn(model, batch, True),
                       "adapters_disabled": infer_fn(model, batch, False)}, steps, f"inference {key}")
-    stats = round_stats(run)
-    value = ratio_entry(f"inference_latency_{key}", run, "adapters_on", "adapters_disabled",
-                        f"forward, adapters on / disabled (m={size}, same model)", interval=True)
+    stats, value = timing_ratio(f"inference_latency_{key}", run, "adapters_on", "adapters_disabled",
+                                f"forward, adapters on / disabled (m={size}, same model)", interval=True)
     stats["bottleneck_size"] = size
     return stats, value
 
@@ -496,7 +496,8 @@ NOTES = [
     "Inference on/off uses one model object; the disabled forward runs inside "
     "adaptkit.adapters_disabled, entered outside the timed region (re-routing the slots is per "
     "switch, not per batch). Its ratios get the same 95% interval and verdict as the training "
-    "ratios (result files from before 2026-12-06 compared the median alone with the target).",
+    "ratios (earlier result files, whose inference ratios have no interval_95, compared the median "
+    "alone with the target).",
     "Memory: each variant in a fresh subprocess, run first while the parent is small. The target "
     "ratio uses the whole process's peak RSS after 3 training steps, which includes the "
     "interpreter, torch and the frozen weights both variants pay; step_increase_ratio shows only "
