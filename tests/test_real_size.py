@@ -8,6 +8,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 import adaptkit
 from adaptkit.checkpoint import fingerprint_positions
+from adaptkit.layer import BottleneckAdapter
 from tiny_models import logits
 
 
@@ -91,3 +92,40 @@ def test_bert_base_adapter_training_step_is_the_same_inside_fast_cpu_attention()
     assert len(grads[0]) > 24 * 4
     for name, grad in grads[1].items():
         assert torch.allclose(grad, grads[0][name], atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bert_base_adapter_sums_are_the_unfused_ones_with_two_adapters_in_one_graph(dtype, monkeypatch):
+    """At bert-base size, in float32 and in bfloat16 (base and adapters), the accumulated sum with
+    autograd and the sum written in place without it give the same logits, and both match
+    ``onto + delta`` for two adapters whose outputs meet in one loss."""
+    model = bert_base(seed=0).to(dtype)
+    config = adaptkit.AdapterConfig.houlsby(64, init_std=0.05, keep_fp32=False)
+    for name in ("a", "b"):
+        adaptkit.add_adapter(model, config, name=name)
+    with torch.no_grad():  # biases start at zero: move them, so that a bias added twice shows
+        for name, param in model.named_parameters():
+            if "adaptkit" in name:
+                param.add_(0.01)
+    inputs = {"input_ids": torch.randint(1000, 30000, (2, 16), generator=torch.Generator().manual_seed(0))}
+
+    def both():
+        outs = []
+        for name in ("a", "b"):
+            adaptkit.set_active_adapter(model, name)
+            outs.append(model(**inputs).logits)
+        return outs
+    fused = both()
+    (fused[0] - fused[1]).float().square().sum().backward()  # one graph through both adapters
+    with torch.inference_mode():
+        in_place = both()
+    monkeypatch.setattr(BottleneckAdapter, "added_to",
+                        lambda self, onto, source, overwrite=False: onto + self.delta(source))
+    with torch.no_grad():
+        unfused = both()
+    tolerance = {"rtol": 0, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 0.02, "atol": 0.02}
+    for f, i, u in zip(fused, in_place, unfused):
+        assert torch.equal(f.detach(), i)
+        torch.testing.assert_close(i, u, **tolerance)
+    assert not torch.equal(in_place[0], in_place[1])
