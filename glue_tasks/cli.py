@@ -188,18 +188,18 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     parser.add_argument("--default-allocator", action="store_true",
                         help="keep glibc's malloc settings; by default this process keeps freed CPU memory for "
-                             "the next step (adaptkit.reuse_freed_memory, glibc only: far fewer page faults per "
-                             "step, CPU steps 1-4%% faster in benchmarks/results/allocator.json, resident "
+                             "the next step (adaptkit.cpu_speed.reuse_freed_memory, glibc only: far fewer page faults per "
+                             "step, CPU steps 1-4%% faster in benchmarks/investigations/results/allocator.json, resident "
                              "memory stays at its peak)")
     parser.add_argument("--torch-dropout", action="store_true",
                         help="draw CPU dropout masks with torch's own kernel; by default training runs inside "
-                             "adaptkit.fast_cpu_dropout(): the same Bernoulli masks drawn in bulk, CPU steps "
+                             "adaptkit.cpu_speed.fast_cpu_dropout(): the same Bernoulli masks drawn in bulk, CPU steps "
                              "9-17%% shorter (benchmarks/results/overhead.json against overhead-torch-dropout.json), "
                              "other draws than torch's, so results differ as two seeds do. No effect on a GPU")
     parser.add_argument("--torch-attention", action="store_true",
                         help="run CPU attention with dropout through torch's own math path; by default training "
-                             "runs inside adaptkit.fast_cpu_attention(): the same function and dropout masks in "
-                             "fewer passes, CPU steps 5-8%% shorter (benchmarks/results/attention_kernel.json), "
+                             "runs inside adaptkit.cpu_speed.fast_cpu_attention(): the same function and dropout masks in "
+                             "fewer passes, CPU steps 5-8%% shorter (benchmarks/investigations/results/attention_kernel.json), "
                              "less memory. Models on transformers' sdpa attention only; no effect on a GPU or "
                              "in bf16")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the Hub (off by default)")
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runs import RunError
     from .train import DivergenceError
     if args.command in ("train", "compare") and not args.default_allocator:
-        from adaptkit import reuse_freed_memory
+        from adaptkit.cpu_speed import reuse_freed_memory
         reuse_freed_memory()
     try:
         if args.command == "train":

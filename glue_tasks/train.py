@@ -34,7 +34,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-import adaptkit
+import adaptkit.cpu_speed
 from adaptkit.atomic import write_json_atomic
 
 from .data import HELD_OUT, GlueData, carve
@@ -100,8 +100,8 @@ class TrainConfig:
     save_every: int = 0  # also save the training state every N optimizer steps (0: at each epoch only)
     skip_bad_rows: bool = False
     trust_remote_code: bool = False
-    torch_dropout: bool = False  # torch's own CPU dropout masks instead of adaptkit.fast_cpu_dropout()
-    torch_attention: bool = False  # torch's CPU attention with dropout instead of adaptkit.fast_cpu_attention()
+    torch_dropout: bool = False  # torch's own CPU dropout masks instead of adaptkit.cpu_speed.fast_cpu_dropout()
+    torch_attention: bool = False  # torch's CPU attention with dropout instead of adaptkit.cpu_speed.fast_cpu_attention()
 
     def __post_init__(self) -> None:
         if isinstance(self.method, dict):
@@ -447,9 +447,9 @@ def cpu_kernels(torch_dropout: bool = False, torch_attention: bool = False) -> I
     neither changes anything on a GPU."""
     with contextlib.ExitStack() as stack:
         if not torch_dropout:
-            stack.enter_context(adaptkit.fast_cpu_dropout())
+            stack.enter_context(adaptkit.cpu_speed.fast_cpu_dropout())
         if not torch_attention:
-            stack.enter_context(adaptkit.fast_cpu_attention())
+            stack.enter_context(adaptkit.cpu_speed.fast_cpu_attention())
         yield
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "investigations"))
 import report  # noqa: E402
 import sweep  # noqa: E402
 
@@ -234,7 +235,7 @@ def test_dropout_masks_benchmark_compares_both_kernels(tmp_path, monkeypatch, ca
         dropout_masks.main(["--rounds", "3"])
     assert "at least 10 rounds" in capsys.readouterr().err
     monkeypatch.setattr(dropout_masks, "SHAPES", {"tiny": (4, 1000)})
-    monkeypatch.setattr(dropout_masks.adaptkit, "reuse_freed_memory", lambda: False)  # process-wide
+    monkeypatch.setattr(dropout_masks.adaptkit.cpu_speed, "reuse_freed_memory", lambda: False)  # process-wide
     threads = torch.get_num_threads()
     try:
         with torch.random.fork_rng():
@@ -251,7 +252,7 @@ def test_attention_kernel_benchmark_times_both_kernels(monkeypatch):
     """Each timed call runs one attention forward and backward, the fast kernel's through
     DropoutAttention and torch's not; memory compares the same variants under both kernels."""
     import attention_kernel
-    from adaptkit.cpu_attention import DropoutAttention
+    from adaptkit.cpu_speed.attention import DropoutAttention
     for name, value in {"BATCH": 2, "SEQ_LEN": 8, "HEADS": 2, "HEAD_SIZE": 4}.items():
         monkeypatch.setattr(attention_kernel, name, value)
     calls = []

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AttentionInterface, AutoModelForSequenceClassification
 
-from adaptkit import cpu_attention
-from adaptkit.cpu_attention import DropoutAttention, fast_cpu_attention
+from adaptkit.cpu_speed import attention as cpu_attention
+from adaptkit.cpu_speed.attention import DropoutAttention, fast_cpu_attention
 from tiny_models import tiny_config, tiny_inputs
 
 B, H, T, D = 3, 4, 7, 8

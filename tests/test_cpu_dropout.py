@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import adaptkit
-from adaptkit import cpu_dropout
+import adaptkit.cpu_speed
+from adaptkit.cpu_speed import dropout as cpu_dropout
 
 
 def seeded_mask(numel: int = 4096, p: float = 0.5, seed: int = 0) -> torch.Tensor:
@@ -28,12 +28,12 @@ def assert_frequency(values: torch.Tensor, p: float) -> None:
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9, 1.0])
 def test_masks_have_the_bernoulli_frequency(p):
-    with adaptkit.fast_cpu_dropout():
+    with adaptkit.cpu_speed.fast_cpu_dropout():
         assert_frequency(torch.empty(400_000).bernoulli_(p), p)
 
 
 def test_dropout_drops_p_and_keeps_the_expectation():
-    with adaptkit.fast_cpu_dropout():
+    with adaptkit.cpu_speed.fast_cpu_dropout():
         out = F.dropout(torch.ones(400_000), p=0.1, training=True)
     assert_frequency((out == 0).float(), 0.1)
     assert torch.allclose(out[out != 0], torch.tensor(1 / 0.9))
@@ -41,7 +41,7 @@ def test_dropout_drops_p_and_keeps_the_expectation():
 
 def test_a_mask_of_32_million_elements_is_random_to_the_end():
     count = (1 << 25) + 3  # BERT-large's attention probabilities for 32 x 16 heads x 256^2 tokens, and 3
-    with adaptkit.fast_cpu_dropout():
+    with adaptkit.cpu_speed.fast_cpu_dropout():
         mask = torch.empty(count, dtype=torch.bool).bernoulli_(0.3)
     assert_frequency(mask[-(1 << 20):], 0.3)
     assert_frequency(mask[: 1 << 20], 0.3)
@@ -62,7 +62,7 @@ def test_the_attention_dropout_inside_sdpa_draws_from_it():
     masks: the result equals attention computed by hand with a mask from the same seed."""
     q, k, v = torch.randn(3, 2, 4, 16, 8).unbind(0)
     torch.manual_seed(5)
-    with adaptkit.fast_cpu_dropout():
+    with adaptkit.cpu_speed.fast_cpu_dropout():
         fused = F.scaled_dot_product_attention(q, k, v, dropout_p=0.25)
     probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), dim=-1)
     torch.manual_seed(5)
@@ -73,7 +73,7 @@ def test_the_attention_dropout_inside_sdpa_draws_from_it():
 
 
 def test_seeded_runs_repeat_and_a_given_generator_is_used():
-    with adaptkit.fast_cpu_dropout():
+    with adaptkit.cpu_speed.fast_cpu_dropout():
         assert torch.equal(seeded_mask(seed=3), seeded_mask(seed=3))
         assert not torch.equal(seeded_mask(seed=3), seeded_mask(seed=4))
         torch.manual_seed(0)
@@ -87,10 +87,10 @@ def test_seeded_runs_repeat_and_a_given_generator_is_used():
 def test_nested_blocks_and_an_error_restore_torchs_kernel():
     reference = seeded_mask()
     with pytest.raises(KeyError):
-        with adaptkit.fast_cpu_dropout():
+        with adaptkit.cpu_speed.fast_cpu_dropout():
             fast = seeded_mask()
             assert not torch.equal(fast, reference)
-            with adaptkit.fast_cpu_dropout():
+            with adaptkit.cpu_speed.fast_cpu_dropout():
                 assert torch.equal(seeded_mask(), fast)
             assert torch.equal(seeded_mask(), fast)  # the inner exit removed only its own
             raise KeyError("stop")
@@ -98,7 +98,7 @@ def test_nested_blocks_and_an_error_restore_torchs_kernel():
 
 
 def test_p_outside_0_1_is_refused_as_torch_refuses_it():
-    for context in (contextlib.nullcontext(), adaptkit.fast_cpu_dropout()):
+    for context in (contextlib.nullcontext(), adaptkit.cpu_speed.fast_cpu_dropout()):
         with context, pytest.raises(RuntimeError, match=r"p to be in \[0, 1\]"):
             torch.empty(4).bernoulli_(1.5)
 
@@ -106,7 +106,7 @@ def test_p_outside_0_1_is_refused_as_torch_refuses_it():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64, torch.bool, torch.int8,
                                    torch.uint8, torch.int64])
 def test_dtypes_shapes_and_views_are_kept(dtype):
-    with adaptkit.fast_cpu_dropout():
+    with adaptkit.cpu_speed.fast_cpu_dropout():
         base = torch.full((256, 64), 5, dtype=dtype)
         view = base.t()  # not contiguous: written through to base
         assert view.bernoulli_(0.5) is view
@@ -118,7 +118,7 @@ def test_dtypes_shapes_and_views_are_kept(dtype):
 
 
 def test_what_torch_refuses_is_refused_before_drawing():
-    with adaptkit.fast_cpu_dropout():
+    with adaptkit.cpu_speed.fast_cpu_dropout():
         state = torch.get_rng_state()
         for p in (0.5, 1.0):
             with pytest.raises(RuntimeError, match="more than one element of the written-to tensor"):

@@ -7,15 +7,15 @@ import sys
 
 import pytest
 
-import adaptkit
-from adaptkit import cpu_memory
+import adaptkit.cpu_speed
+from adaptkit.cpu_speed import memory as cpu_memory
 from glue_run_fixtures import MISSING_GLUE, train_on_missing_data
 
 # A training step in miniature: tensors of 4-16 MiB allocated, written and freed, round after round.
 STEPS = """
 import resource, sys, torch
-import adaptkit
-reused = sys.argv[1] == "reuse" and adaptkit.reuse_freed_memory()
+import adaptkit.cpu_speed
+reused = sys.argv[1] == "reuse" and adaptkit.cpu_speed.reuse_freed_memory()
 def step():
     kept = [torch.ones(1 << (20 + i % 3)) for i in range(24)]
     del kept
@@ -53,6 +53,6 @@ def test_other_c_libraries_are_left_alone(monkeypatch):
 @pytest.mark.parametrize("flags, calls", [([], 1), (["--default-allocator"], 0)])
 def test_train_applies_it_unless_told_not_to(flags, calls, tmp_path, monkeypatch, capsys):
     seen = []
-    monkeypatch.setattr(adaptkit, "reuse_freed_memory", lambda: seen.append(True) or True)
+    monkeypatch.setattr(adaptkit.cpu_speed, "reuse_freed_memory", lambda: seen.append(True) or True)
     assert train_on_missing_data(tmp_path, flags) == 2  # the missing data stops the run; the setting came first
     assert MISSING_GLUE in capsys.readouterr().err and len(seen) == calls

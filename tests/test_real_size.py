@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-import adaptkit
+import adaptkit.cpu_speed
 from adaptkit.checkpoint import fingerprint_positions
 from adaptkit.layer import BottleneckAdapter
 from tiny_models import logits
@@ -56,7 +56,7 @@ def test_bert_base_saves_and_reloads_onto_a_fresh_copy(tmp_path):
 def test_fast_cpu_attention_above_2_pow_24_scores():
     """roberta-large's attention (16 heads of 64) over 512 tokens, batch 8: 33.5M scores. The output
     and the gradients equal torch's math attention with the same dropout mask."""
-    from adaptkit.cpu_attention import DropoutAttention
+    from adaptkit.cpu_speed.attention import DropoutAttention
     shape, p, scale = (8, 16, 512, 64), 0.1, 64 ** -0.5
     generator = torch.Generator().manual_seed(0)
     ours = [torch.randn(shape, generator=generator).requires_grad_() for _ in range(3)]
@@ -83,7 +83,7 @@ def test_bert_base_adapter_training_step_is_the_same_inside_fast_cpu_attention()
               "attention_mask": torch.ones(4, 128, dtype=torch.long), "labels": torch.tensor([0, 1, 1, 0])}
     inputs["attention_mask"][1, 100:] = 0
     grads = []
-    for context in (contextlib.nullcontext(), adaptkit.fast_cpu_attention()):
+    for context in (contextlib.nullcontext(), adaptkit.cpu_speed.fast_cpu_attention()):
         model.zero_grad()
         torch.manual_seed(2)
         with context:

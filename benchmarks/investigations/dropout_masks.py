@@ -1,11 +1,11 @@
-"""What a CPU dropout mask costs: torch's ``bernoulli_`` kernel against ``adaptkit.fast_cpu_dropout()``.
+"""What a CPU dropout mask costs: torch's ``bernoulli_`` kernel against ``adaptkit.cpu_speed.fast_cpu_dropout()``.
 
 Times ``F.dropout(x, 0.1)`` in training mode on the two tensor shapes a MiniLM training step
 (batch 32 x 128 tokens) drops out: the attention probabilities (32 x 12 x 128 x 128, six per
 step) and the hidden states (32 x 128 x 384, thirteen per step). The two kernels alternate round by
 round in one process, as in overhead.py, whose quiet-round rule and paired ratios this reuses.
 
-Run: ``python benchmarks/dropout_masks.py`` (writes benchmarks/results/dropout_masks.json).
+Run: ``python benchmarks/investigations/dropout_masks.py`` (writes benchmarks/investigations/results/dropout_masks.json).
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import adaptkit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: overhead, measure
+
+import adaptkit.cpu_speed
 from adaptkit.atomic import write_json_atomic
 from glue_tasks.machine import machine_info
 from overhead import SEED, THREADS, interleave, ratio_entry, round_stats
@@ -40,7 +42,7 @@ def timed_dropout(x: torch.Tensor, fast: bool) -> Callable[[], float]:
         return time.perf_counter() - start
 
     def run_fast() -> float:
-        with adaptkit.fast_cpu_dropout():
+        with adaptkit.cpu_speed.fast_cpu_dropout():
             return run()
     return run_fast if fast else run
 
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 10:
         parser.error("use at least 10 rounds: medians of fewer are too noisy here")
-    adaptkit.reuse_freed_memory()  # as adaptkit-glue train: no page faults in either variant's timing
+    adaptkit.cpu_speed.reuse_freed_memory()  # as adaptkit-glue train: no page faults in either variant's timing
     torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
     shapes = {}
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {"p": P, "torch_threads": THREADS, "quiet_rounds_wanted": args.rounds,
-                     "allocator": "adaptkit.reuse_freed_memory()", "what": "F.dropout(x, 0.1, training=True), "
+                     "allocator": "adaptkit.cpu_speed.reuse_freed_memory()", "what": "F.dropout(x, 0.1, training=True), "
                      "whole op: mask, scaling and multiply"},
         "shapes": shapes,
     })

@@ -1,4 +1,4 @@
-"""What CPU attention with dropout costs: torch's math path against ``adaptkit.fast_cpu_attention()``.
+"""What CPU attention with dropout costs: torch's math path against ``adaptkit.cpu_speed.fast_cpu_attention()``.
 
 Two measurements, each with the two kernels alternating round by round in one process (overhead.py's
 quiet-round rule and paired ratios), so drift between runs does not enter the ratios:
@@ -10,7 +10,7 @@ quiet-round rule and paired ratios), so drift between runs does not enter the ra
 Peak memory of a training step needs a fresh process per variant and kernel: overhead.py's memory
 children.
 
-Run: ``python benchmarks/attention_kernel.py`` (writes benchmarks/results/attention_kernel.json).
+Run: ``python benchmarks/investigations/attention_kernel.py`` (writes benchmarks/investigations/results/attention_kernel.json).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from typing import Any
 import torch
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-import adaptkit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: overhead, measure
+
+import adaptkit.cpu_speed
 from adaptkit.atomic import write_json_atomic
 from glue_tasks.machine import machine_info
 from measure import random_batch
@@ -38,7 +40,7 @@ from overhead import (
 
 HEADS, HEAD_SIZE, P = 12, 32, 0.1
 VARIANTS = ["full", "houlsby64", "houlsby64-frozen-ln", "houlsby64-top3"]
-KERNELS = {"torch": contextlib.nullcontext, "fast": adaptkit.fast_cpu_attention}
+KERNELS = {"torch": contextlib.nullcontext, "fast": adaptkit.cpu_speed.fast_cpu_attention}
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "attention_kernel.json"
 
 
@@ -121,19 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 10:
         parser.error("use at least 10 rounds: medians of fewer are too noisy here")
-    adaptkit.reuse_freed_memory()
+    adaptkit.cpu_speed.reuse_freed_memory()
     torch.set_num_threads(THREADS)
     started = time.perf_counter()
     memory = memory_by_kernel()
-    with adaptkit.fast_cpu_dropout():
+    with adaptkit.cpu_speed.fast_cpu_dropout():
         attention, steps = bench_attention(args.rounds), bench_steps(args.rounds)
     write_json_atomic(args.output, {
         "machine": machine_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {"torch_threads": THREADS, "quiet_rounds_wanted": args.rounds, "batch_size": BATCH,
-                     "seq_len": SEQ_LEN, "variants": VARIANTS, "dropout_masks": "adaptkit.fast_cpu_dropout()",
-                     "allocator": "adaptkit.reuse_freed_memory()"},
+                     "seq_len": SEQ_LEN, "variants": VARIANTS, "dropout_masks": "adaptkit.cpu_speed.fast_cpu_dropout()",
+                     "allocator": "adaptkit.cpu_speed.reuse_freed_memory()"},
         "attention": attention, "train_step": steps, "train_peak_memory": memory,
         "elapsed_s": round(time.perf_counter() - started, 1),
     })

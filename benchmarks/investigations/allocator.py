@@ -1,4 +1,4 @@
-"""What ``adaptkit.reuse_freed_memory()`` changes for a training process on the CPU: step time and
+"""What ``adaptkit.cpu_speed.reuse_freed_memory()`` changes for a training process on the CPU: step time and
 page faults per step, glibc's default settings against reuse, side by side.
 
 The setting is process-wide, so the two cannot share one process as overhead.py's variants do:
@@ -7,7 +7,7 @@ batch 32 x 128, 2 threads), as ``adaptkit-glue train`` would but with torch's ow
 (no ``fast_cpu_dropout``: only the allocator differs), and the two settings alternate process by
 process (default, reuse, reuse, default, ...) so that drift hits both alike.
 
-Run: ``python benchmarks/allocator.py`` (writes benchmarks/results/allocator.json).
+Run: ``python benchmarks/investigations/allocator.py`` (writes benchmarks/investigations/results/allocator.json).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import adaptkit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: overhead, measure
+
+import adaptkit.cpu_speed
 from adaptkit.atomic import write_json_atomic
 from glue_tasks.machine import machine_info
 from measure import random_batch
@@ -38,7 +40,7 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "allocator.json"
 
 def child(variant: str, setting: str, steps: int) -> None:
     """In a fresh process: ``steps`` timed training steps after the warm-up; prints JSON."""
-    reused = setting == "reuse" and adaptkit.reuse_freed_memory()
+    reused = setting == "reuse" and adaptkit.cpu_speed.reuse_freed_memory()
     torch.set_num_threads(THREADS)
     step = train_step_fn(train_model(variant), random_batch(BATCH, SEQ_LEN, SEED))
     for _ in range(WARMUP_STEPS):
@@ -61,7 +63,7 @@ def measure(processes: int, steps: int) -> dict:
     for variant, setting in tqdm(plan, desc="processes", file=sys.stderr):
         out = run_child(variant, setting, steps)
         if setting == "reuse" and not out["reused"]:
-            raise SystemExit("adaptkit.reuse_freed_memory() did nothing here (not glibc): nothing to compare")
+            raise SystemExit("adaptkit.cpu_speed.reuse_freed_memory() did nothing here (not glibc): nothing to compare")
         slot = results[variant][setting]
         slot["seconds"] += out["seconds"]
         slot["faults"] += out["faults"]
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8,
                         help=f"timed steps per process, after {WARMUP_STEPS} warm-up steps (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="JSON results, written atomically (default: benchmarks/results/allocator.json)")
+                        help="JSON results, written atomically (default: benchmarks/investigations/results/allocator.json)")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "SETTING"), help="internal: one measuring process")
     args = parser.parse_args(argv)
     if args.child:

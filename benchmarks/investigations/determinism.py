@@ -1,6 +1,6 @@
 """Is a training run repeatable? The same run, repeated, at each of several torch thread counts.
 
-  python benchmarks/determinism.py --data-dir ../shared/data/glue   # → benchmarks/results/determinism.json
+  python benchmarks/investigations/determinism.py --data-dir ../shared/data/glue   # → benchmarks/investigations/results/determinism.json
 
 One ``adaptkit-glue train`` run (SST-2, 1,000 examples, houlsby m=64, 2 epochs at batch 8, max length
 64, seed 1: a cell of the compare and seed-claims grids) in a fresh process per repeat, with
@@ -21,7 +21,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from adaptkit.atomic import write_json_atomic  # noqa: E402
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="GLUE folder in the TSV layout")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to try")
     parser.add_argument("--repeats", type=int, default=2, help="runs per thread count (default: %(default)s)")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "determinism.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "investigations" / "results" / "determinism.json")
     args = parser.parse_args(argv)
     if args.repeats < 2:
         parser.error("--repeats must be at least 2: repeatability needs a repeat")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run)
     by_threads = {t: {r["adapter_sha256"] for r in runs if r["threads"] == t} for t in args.threads}
     write_json_atomic(args.output, {
-        "command": "python benchmarks/determinism.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/investigations/determinism.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "run": "adaptkit-glue train " + " ".join(RUN),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(), "source": source_info(), "runs": runs,

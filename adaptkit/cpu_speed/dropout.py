@@ -1,7 +1,7 @@
 """Dropout masks drawn in bulk on the CPU: the same Bernoulli distribution in under half the time.
 
 torch's CPU kernel for ``bernoulli_`` draws a mask element by element, a cost every training method
-pays alike and GPUs do not (benchmarks/dropout_masks.py times both kernels; benchmarks/overhead.py
+pays alike and GPUs do not (benchmarks/investigations/dropout_masks.py times both kernels; benchmarks/overhead.py
 runs its training steps with either). Inside ``fast_cpu_dropout()``, ``bernoulli_(p)`` with a
 float ``p`` on CPU tensors (what ``nn.Dropout``, ``F.dropout`` and the attention's dropout call, and
 ``torch.bernoulli(x, p)``) draws 64 random bits at a time from the same generator and compares each
