@@ -11,10 +11,10 @@ from .adapterhub import load_adapterhub  # noqa: E402
 from .hub import push_adapter  # noqa: E402
 from .model import (  # noqa: E402
     active_adapter, adapters_disabled, add_adapter, delete_adapter, list_adapters, per_example_adapters,
-    set_active_adapter, set_trainable_adapters,
+    set_active_adapter, set_trainable_adapters, using,
 )
 from .pretrained import restore_adapters  # noqa: E402
-from .params import ParameterReport, count_parameters  # noqa: E402
+from .counting import ParameterReport, count_parameters  # noqa: E402
 from .targets import REGISTRY, Site, resolve_sites  # noqa: E402
 
 __all__ = [
@@ -23,5 +23,5 @@ __all__ = [
     "active_adapter", "adapters_disabled", "add_adapter", "count_parameters", "delete_adapter",
     "list_adapters", "load_adapter", "load_adapterhub", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters",
     "save_adapter",
-    "set_active_adapter", "set_trainable_adapters",
+    "set_active_adapter", "set_trainable_adapters", "using",
 ]

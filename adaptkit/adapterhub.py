@@ -26,10 +26,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .checkpoint import install_adapter
 from .config import AdapterConfig
 from .errors import BaseModelMismatchError, CheckpointError
 from .head import refuse_beside_a_head
+from .install import install_adapter
 from .model import refuse_meta, site_module
 from .targets import ATTENTION, HEAD, Site, block_of, find_blocks, resolve_sites
 

@@ -20,24 +20,21 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_path, sha256_file, write_json_atomic
-from .config import AdapterConfig, upgrade_placement
+from .adapterhub import is_adapterhub_folder, load_adapterhub
+from .config import AdapterConfig, fields_of_format
 from .errors import AdapterConfigError, BaseModelMismatchError, CheckpointError
+from .fetch import local_folder
 from .head import refuse_beside_a_head
-from .hub import local_folder
-from .layer import AdapterSlot
-from .model import (
-    active_adapter, adapter_entry, delete_adapter, insert_adapter, load_task_values, refuse_meta,
-    set_active_adapter, site_module, task_parameter_names, task_values,
-)
-from .params import (
-    SLOT_ATTR, head_parameter_names, is_adaptkit_name, layernorm_parameter_names,
-    vocab_head_parameter_names,
-)
+from .install import expected_shapes, install_adapter
+from .model import adapter_entry, refuse_meta, refuse_shadowed_heads
+from .params import BaseParameters, base_parameters, is_adaptkit_name, own_name, peft_parameter_ids
+from .state import get_state
 from .targets import HEAD, Site, find_blocks, site_width
 
 # 2: fingerprint positions stored, dtypes recorded, train_vocab_head;
-# 3: placement "pfeiffer" is AdapterHub's SeqBn (formats 1-2 "pfeiffer" load as "houlsby-ffn")
-FORMAT_VERSION = 3
+# 3: placement "pfeiffer" is AdapterHub's SeqBn (formats 1-2 "pfeiffer" load as "houlsby-ffn");
+# 4: every config field present (formats 1-3 fill the fields they predate: config.fields_of_format)
+FORMAT_VERSION = 4
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 _FINGERPRINT_TENSORS = 3
@@ -51,13 +48,15 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     Floating tensors are written in float32 (exact for fp32, bf16 and fp16 values alike) unless
     ``dtype`` asks for another, such as the model's bf16 for a file half the size.
     """
+    model = _transformers_model(model)
     name, entry = adapter_entry(model, name)
+    refuse_meta(model)  # before any file is written
+    refuse_shadowed_heads(model, get_state(model))
     directory = Path(directory)
     file_dtype = dtype or torch.float32
-    adapters = {f"adapter:{site.name}:{key}": value
-                for site in entry.sites
-                for key, value in _slot_of(model, site.name).adapters[name].state_dict().items()}
-    tensors = {**adapters, **{f"task:{n}": value for n, value in task_values(model, name).items()}}
+    adapters = {f"adapter:{site}:{key}": value for site, module in entry.site_modules.items()
+                for key, value in module.state_dict().items()}
+    tensors = {**adapters, **{f"task:{n}": value for n, value in entry.task_values().items()}}
     tensors = {k: v.detach().to("cpu", dtype=file_dtype if v.is_floating_point() else v.dtype)
                .contiguous().clone() for k, v in tensors.items()}
     with atomic_path(directory / WEIGHTS_NAME) as tmp:
@@ -69,7 +68,7 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
         "name": name,
         "config": entry.config.to_dict(),
         "sites": [{"name": s.name, "kind": s.kind, "width": s.width} for s in entry.sites],
-        "base_model": describe_base(model),
+        "base_model": describe_base(model, get_state(model).base),
         "dtypes": {"base": _dtype_name(next(model.get_submodule(entry.sites[0].name).parameters()).dtype)
                    if entry.sites else None,
                    "trained": _dtype_name(next(iter(adapters.values())).dtype) if adapters else None,
@@ -93,7 +92,6 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     written by AdapterHub's ``save_adapter`` loads through ``adaptkit.adapterhub.load_adapterhub``.
     """
     refuse_meta(model)
-    from .adapterhub import is_adapterhub_folder, load_adapterhub  # it builds on this module
     if is_adapterhub_folder(directory):
         return load_adapterhub(model, directory, name=name, activate=activate, load_head=load_head)
     directory = local_folder(directory, [CONFIG_NAME, WEIGHTS_NAME], revision)
@@ -106,17 +104,19 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     elif _own_head_sites(meta):
         refuse_beside_a_head(model, directory)
     meta, tensors = _in_this_models_names(model, meta, tensors)
-    norms = set(layernorm_parameter_names(model))
+    state = get_state(model)
+    base = state.base if state is not None else base_parameters(model)
+    norms = set(base.norms)
     head_keys = [k for k in tensors if k.startswith("task:") and k[len("task:"):] not in norms]
     if load_head:
-        _check_head_kind(model, meta["base_model"], head_keys, directory)
+        _check_head_kind(model, meta["base_model"], head_keys, directory, base)
     else:
         tensors = {k: v for k, v in tensors.items() if k not in head_keys}
         config = dataclasses.replace(config, train_head=False, train_vocab_head=False, head=None)
     check_fingerprint(model, meta["base_model"], directory)
     sites = [Site(**s) for s in meta["sites"]]
     _check_sites(model, sites, directory)
-    _check_tensor_set(tensors, _expected_shapes(model, config, sites), directory / WEIGHTS_NAME, model)
+    _check_tensor_set(tensors, expected_shapes(model, config, sites, base), directory / WEIGHTS_NAME, model, base)
     return install_adapter(model, config, name or meta["name"], sites, tensors, activate)
 
 
@@ -169,30 +169,6 @@ def _backbone_renaming(model: nn.Module, site_names: list[str]):
     if all(lead + n in modules for n in site_names):
         return lambda n: lead + n
     return None
-
-
-def install_adapter(model: nn.Module, config: AdapterConfig, name: str, sites: list[Site],
-                    tensors: dict[str, torch.Tensor], activate: bool) -> str:
-    """Add the adapter and copy in its checked tensors (``adapter:<site>:<key>``,
-    ``task:<parameter>``); on any failure the model is left as it was."""
-    previous = active_adapter(model)
-    insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
-    try:
-        with torch.no_grad():
-            for site in sites:
-                adapter = _slot_of(model, site.name).adapters[name]
-                for key, param in adapter.state_dict().items():
-                    param.copy_(tensors[f"adapter:{site.name}:{key}"])
-        load_task_values(model, name, {k[len("task:"):]: v for k, v in tensors.items()
-                                       if k.startswith("task:")})
-        if activate:
-            set_active_adapter(model, name)
-    except BaseException:
-        delete_adapter(model, name)
-        if previous is not None:
-            set_active_adapter(model, previous)
-        raise
-    return name
 
 
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
@@ -259,26 +235,32 @@ def _check_fields(meta: dict[str, Any], config_path: Path) -> None:
 
 
 def _config_of(meta: dict[str, Any], directory: Path) -> AdapterConfig:
-    """The adapter's config; format 1 predates ``train_vocab_head`` and trained an untied
-    vocabulary head as part of the head, so its checkpoints load with it on. Formats 1 and 2
-    called today's "houlsby-ffn" placement "pfeiffer"."""
-    fields = upgrade_placement(dict(meta["config"]), 1 if meta["format_version"] < 3 else 2)
-    if meta["format_version"] == 1:
-        fields.setdefault("train_vocab_head", True)
+    """The adapter's config: a current-format file names every field; an older one gets the
+    fields its format predates, with the values that reproduce what it computed then. Formats 1
+    and 2 called today's "houlsby-ffn" placement "pfeiffer"."""
+    path = directory / CONFIG_NAME
     try:
+        fields = fields_of_format(meta["config"], meta["format_version"])
         return AdapterConfig.from_dict(fields)
     except (AdapterConfigError, TypeError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: its adapter config is invalid ({exc}); "
-                              "re-save the adapter") from None
+        raise CheckpointError(f"{path}: its adapter config is invalid ({exc}); the file was edited or "
+                              "damaged: re-save the adapter") from None
 
 
-def describe_base(model: nn.Module) -> dict[str, Any]:
+def describe_base(model: nn.Module, base: BaseParameters) -> dict[str, Any]:
     """What the adapter was trained on: type, sizes, name, and a sample of frozen weights."""
-    return {**_structure(model), "fingerprint": _fingerprint(model)}
+    return {**_structure(model, base), "fingerprint": _fingerprint(model, base)}
 
 
-def _structure(model: nn.Module) -> dict[str, Any]:
-    """The base's type, class, name and sizes: what loading compares before any weight."""
+def _transformers_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (the model itself otherwise)."""
+    unwrap = getattr(model, "get_base_model", None)
+    return unwrap() if callable(unwrap) and type(model).__module__.startswith("peft.") else model
+
+
+def _structure(model: nn.Module, base: BaseParameters | None = None) -> dict[str, Any]:
+    """The base's type, class, name and sizes: what loading compares before any weight (the
+    number of labels, recorded on save, needs the base's head)."""
     config = getattr(model, "config", None)
     return {
         "model_type": getattr(config, "model_type", None),
@@ -286,18 +268,23 @@ def _structure(model: nn.Module) -> dict[str, Any]:
         "name_or_path": getattr(config, "_name_or_path", None) or None,
         "hidden_size": getattr(config, "hidden_size", None),
         "num_blocks": len(find_blocks(model)),
-        "num_labels": getattr(config, "num_labels", None) if head_parameter_names(model) else None,
+        "num_labels": getattr(config, "num_labels", None) if base is not None and base.head else None,
     }
 
 
-def _fingerprint(model: nn.Module) -> dict[str, dict[str, list]]:
+def _base_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The base model's parameters under their own names: adaptkit's and PEFT's own tensors left
+    out, PEFT's ``base_layer``/``original_module`` wrappers taken off the names."""
+    peft = peft_parameter_ids(model)
+    return {own_name(n): p for n, p in model.named_parameters() if id(p) not in peft and not is_adaptkit_name(n)}
+
+
+def _fingerprint(model: nn.Module, base: BaseParameters) -> dict[str, dict[str, list]]:
     """Values at fixed positions of the first, middle and last frozen matrix inside the blocks
     (shared by every head class of one backbone). Compared with a tolerance on load, so a base
     reloaded in fp16/bf16 still matches but other weights do not."""
-    skip = set(head_parameter_names(model)) | set(layernorm_parameter_names(model)) | set(
-        vocab_head_parameter_names(model))
-    frozen = [(n, p) for n, p in model.named_parameters()
-              if n not in skip and not is_adaptkit_name(n) and p.dim() >= 2]
+    skip = {*base.head, *base.norms, *base.vocab_head}
+    frozen = [(n, p) for n, p in _base_weights(model).items() if n not in skip and p.dim() >= 2]
     prefixes = tuple(block + "." for block in find_blocks(model))
     candidates = [(n, p) for n, p in frozen if prefixes and n.startswith(prefixes)] or frozen
     if not candidates:
@@ -336,7 +323,7 @@ def check_structure(model: nn.Module, recorded: dict[str, Any], directory: Path)
 
 def check_fingerprint(model: nn.Module, recorded: dict[str, Any], directory: Path) -> None:
     """Raise ``BaseModelMismatchError`` if the sampled frozen weights differ (other weights)."""
-    params = dict(model.named_parameters())
+    params = _base_weights(model)
     for name, sample in (recorded.get("fingerprint") or {}).items():
         if name not in params:
             raise BaseModelMismatchError(
@@ -359,12 +346,12 @@ def check_fingerprint(model: nn.Module, recorded: dict[str, Any], directory: Pat
 
 
 def _check_head_kind(model: nn.Module, recorded: dict[str, Any], head_keys: list[str],
-                     directory: Path) -> None:
+                     directory: Path, base: BaseParameters) -> None:
     """A head trained on one model class is refused on another (a per-token head would
     silently score the pooled vector), naming both classes and the way out."""
     trained_on, this = recorded.get("architecture"), type(model).__name__
     if head_keys and trained_on != this:
-        kind = "whose head is of another kind" if head_parameter_names(model) else "which has no task head"
+        kind = "whose head is of another kind" if base.head else "which has no task head"
         raise CheckpointError(
             f"adapter {directory} holds a head trained on {trained_on} ({len(head_keys)} tensors, "
             f"first {head_keys[0][len('task:'):]!r}), but this model is {this}, {kind}. Load the base as "
@@ -381,10 +368,6 @@ def _describe(base: dict[str, Any]) -> str:
             f"hidden {base.get('hidden_size')}, {base.get('num_blocks')} blocks)")
 
 
-def _slot_of(model: nn.Module, site_name: str) -> AdapterSlot:
-    return getattr(model.get_submodule(site_name), SLOT_ATTR)
-
-
 def _check_sites(model: nn.Module, sites: list[Site], directory: Path) -> None:
     modules = dict(model.named_modules())
     for site in sites:
@@ -393,18 +376,6 @@ def _check_sites(model: nn.Module, sites: list[Site], directory: Path) -> None:
             raise BaseModelMismatchError(
                 f"adapter {directory} has an adapter on {site.name!r} (width {site.width}), which "
                 "this model lacks or has with another width; load the base model it was trained on")
-
-
-def _expected_shapes(model: nn.Module, config: AdapterConfig,
-                     sites: list[Site]) -> dict[str, tuple[int, ...]]:
-    """Each tensor's shape, from the modules the adapter builds at its sites (built on meta)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for site in sites:
-        module = site_module(site, config, device="meta", initialise=False)
-        shapes.update((f"adapter:{site.name}:{key}", tuple(value.shape)) for key, value in module.state_dict().items())
-    params = dict(model.named_parameters())
-    shapes.update((f"task:{n}", tuple(params[n].shape)) for n in task_parameter_names(model, config))
-    return shapes
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -416,11 +387,11 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_tensor_set(tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]],
-                      path: Path, model: nn.Module) -> None:
+                      path: Path, model: nn.Module, base: BaseParameters) -> None:
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        head = {f"task:{n}" for n in head_parameter_names(model) + vocab_head_parameter_names(model)}
+        head = {f"task:{n}" for n in base.head + base.vocab_head}
         fix = ("; it was saved without a head for this model's: pass load_head=False to load the adapter "
                "and its LayerNorms (this model's own head then runs, frozen)"
                if missing and not extra and set(missing) <= head else "; re-save the adapter")
@@ -431,7 +402,7 @@ def _check_tensor_set(tensors: dict[str, torch.Tensor], expected: dict[str, tupl
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             hint = ""
-            if key.startswith("task:") and key[5:] in head_parameter_names(model):
+            if key.startswith("task:") and key[5:] in base.head:
                 labels = getattr(getattr(model, "config", None), "num_labels", "?")
                 hint = (f" The task head differs: this model has {labels} labels; load the base "
                         "with the num_labels the adapter was trained with.")

@@ -16,6 +16,20 @@ PLACEMENT_VERSION = 2
 RENAMED_PLACEMENTS = {"pfeiffer": "houlsby-ffn"}
 ACTIVATIONS = ("relu", "gelu", "silu", "swish", "tanh")
 INITS = ("houlsby", "zero", "bert")
+#: An adapter's own classification head (``AdapterConfig.head``): its fields, and where it reads
+#: the sequence: the first token (BERT, RoBERTa), the pooler's output, or the last token that is
+#: not padding (GPT-2).
+HEAD_FIELDS = {"type", "num_labels", "layers", "activation", "token", "dropout", "bias"}
+TOKENS = ("first", "pooler", "last")
+#: Checkpoint formats before 4 wrote only the fields adaptkit had then: per format, the fields it
+#: lacks and the values that compute what it computed. Format 1 trained an untied vocabulary
+#: head as part of the head.
+_PREDATED = {"layers": None, "leave_out": None, "train_embedding_norm": True, "head": None}
+FIELDS_PREDATED_BY_FORMAT = {
+    1: {**_PREDATED, "train_vocab_head": True, "keep_fp32": True},
+    2: _PREDATED,
+    3: _PREDATED,
+}
 
 @dataclass
 class AdapterConfig:
@@ -72,12 +86,16 @@ class AdapterConfig:
     head: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        for number in ("reduction_factor", "init_std", "dropout"):
+            value = getattr(self, number)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise AdapterConfigError(f"{number} must be a number, got {value!r}")
         if self.reduction_factor is not None:
             if self.reduction_factor <= 0:
                 raise AdapterConfigError(
                     f"reduction_factor must be > 0, got {self.reduction_factor}")
             self.size = None
-        elif self.size is None or not isinstance(self.size, int) or self.size <= 0:
+        elif not isinstance(self.size, int) or isinstance(self.size, bool) or self.size <= 0:
             raise AdapterConfigError(
                 f"adapter size must be a positive integer, got {self.size!r}; "
                 "pass size=64 (for example) or reduction_factor=16")
@@ -171,6 +189,22 @@ class AdapterConfig:
             raise AdapterConfigError("adapter config JSON must be an object")
         return cls.from_dict(data)
 
+def fields_of_format(fields: dict[str, Any], format_version: int) -> dict[str, Any]:
+    """A checkpoint's config fields in today's terms: every field is required from format 4 on;
+    an older format gets the fields it predates (``FIELDS_PREDATED_BY_FORMAT``)."""
+    predated = FIELDS_PREDATED_BY_FORMAT.get(format_version, {})
+    fields = {**predated, **upgrade_placement(fields, 1 if format_version < 3 else 2)}
+    required = {f.name for f in dataclasses.fields(AdapterConfig)}
+    unknown = sorted(set(fields) - required)
+    if unknown:
+        raise AdapterConfigError(f"unknown adapter config field(s) {unknown}; valid fields: {sorted(required)}")
+    missing = sorted(required - set(fields))
+    if missing:
+        raise AdapterConfigError(f"field(s) {missing} missing: a format-{format_version} config names every "
+                                 "AdapterConfig field")
+    return fields
+
+
 def upgrade_placement(fields: dict[str, Any], version: int) -> dict[str, Any]:
     """Config fields saved under placement semantics ``version``, in today's names."""
     if version < PLACEMENT_VERSION and fields.get("placement") in RENAMED_PLACEMENTS:
@@ -179,7 +213,6 @@ def upgrade_placement(fields: dict[str, Any], version: int) -> dict[str, Any]:
 
 
 def _check_head(head: Any) -> None:
-    from .head import HEAD_FIELDS, TOKENS  # here: head.py imports layer.py, which imports this module
     if not isinstance(head, dict) or set(head) != HEAD_FIELDS:
         raise AdapterConfigError(f"head must be an object with fields {sorted(HEAD_FIELDS)}, got {head!r}")
     if head["type"] != "classification":

@@ -18,10 +18,6 @@ from .errors import AdapterError, CheckpointError
 from .layer import AdapterSlot, UninitialisedLinear
 from .params import head_parameter_names
 
-HEAD_FIELDS = {"type", "num_labels", "layers", "activation", "token", "dropout", "bias"}
-#: Where the head reads the sequence: the first token (BERT, RoBERTa), the pooler's output, or
-#: the last token that is not padding (GPT-2).
-TOKENS = ("first", "pooler", "last")
 
 
 def refuse_beside_a_head(model: nn.Module, source: object) -> None:
@@ -78,21 +74,15 @@ class ClassificationHead(nn.Sequential):
 class HeadSlot(AdapterSlot):
     """Holds the adapters' heads on the model itself; the routed adapter's head adds ``logits``."""
 
-    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-        return [module.register_forward_hook(self.hook, with_kwargs=True)]
+    refuses_rows = ("per_example_adapters does not run adapters' own heads (AdapterHub heads): run one "
+                    "adapter at a time")
 
-    def hook(self, module: nn.Module, args: tuple, kwargs: dict, output):
-        if self.rows is not None and self.rows.groups:
-            raise AdapterError("per_example_adapters does not run adapters' own heads (AdapterHub "
-                               "heads): run one adapter at a time")
-        if self.rows is not None or self.active is None:
-            return output
+    def apply(self, module, adapter, args, kwargs, output, norm, overwrite):  # noqa: ARG002
         if not isinstance(output, ModelOutput):
             raise AdapterError("an adapter with its own head needs the model's output as a ModelOutput, "
                                "to add its logits: call the model with return_dict=True")
-        head = self.adapters[self.active]
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         pad = getattr(getattr(module, "config", None), "pad_token_id", None)
-        features = head.read(output, input_ids, pad)
-        output["logits"] = head(features.to(head[1].weight.dtype)).to(features.dtype)
+        features = adapter.read(output, input_ids, pad)
+        output["logits"] = adapter(features.to(adapter[1].weight.dtype)).to(features.dtype)  # this call's own output
         return output

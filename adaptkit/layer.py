@@ -1,10 +1,19 @@
-"""The bottleneck adapter module and the hook that applies it to a projection's output."""
+"""The bottleneck adapter, the slots that hold adapters on a module, and the one hook that runs them.
+
+An adapted module keeps its class and its parameters. Beside them it gets child slots: an
+``AdapterSlot`` (``<module>.adaptkit``) holding each adapter's bottleneck (or own head) there, and a
+``TaskSlot`` (``<module>.adaptkit_task``) holding each adapter's own copy of the module itself when
+the adapter trains that module's parameters (a LayerNorm, a head Linear). One forward hook,
+installed when the first slot arrives, reads the routing of the calling thread and replaces the
+module's output by the routed adapter's: its copy's output, plus its bottleneck's delta. Nothing of
+the model is written while it runs, and every parameter is used inside its own module's call, so
+module hooks (ZeRO-3, FSDP, profilers) see each one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
 from functools import partial
-from typing import Union
 
 import torch
 from torch import nn
@@ -12,6 +21,7 @@ from torch import nn
 from .config import AdapterConfig
 from .errors import AdapterError
 from .params import SLOT_ATTR, TASK_ATTR
+from .routing import RowGroups
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh,
@@ -27,6 +37,26 @@ class UninitialisedLinear(nn.Linear):
         pass
 
 
+class AccumulatingLinear(UninitialisedLinear):
+    """The up-projection: ``onto + linear(x)``, accumulated into ``onto + bias`` where the dtypes
+    agree (two passes over one hidden-sized output instead of four over two: bias copy, product,
+    sum — the adapter's main cost beside a projection on the CPU). Inside its own call, so hooks
+    on it see its weights used."""
+
+    def forward(self, x: torch.Tensor, onto: torch.Tensor | None = None, overwrite: bool = False) -> torch.Tensor:
+        """``overwrite``: nothing else holds ``onto`` and no gradient is taken, so the sum is
+        written into it (no new tensor)."""
+        if onto is None:
+            return super().forward(x)
+        if (not onto.is_contiguous() or not onto.dtype == x.dtype == self.weight.dtype
+                or torch.is_autocast_enabled(onto.device.type)):  # an in-place product never autocasts
+            return onto + super().forward(x).to(onto.dtype)
+        flat = onto.view(-1, onto.shape[-1])
+        total = flat.add_(self.bias) if overwrite else flat + self.bias  # in place on a new tensor is safe
+        total.addmm_(x.reshape(-1, x.shape[-1]), self.weight.t())
+        return total.view(onto.shape)
+
+
 class BottleneckAdapter(nn.Module):
     """``h + up(dropout(act(down(h))))``: 2·m·d + m + d parameters (Houlsby et al. 2019)."""
 
@@ -36,11 +66,10 @@ class BottleneckAdapter(nn.Module):
         (torch's own Linear init is always skipped: ``reset_parameters`` replaces it)."""
         super().__init__()
         bottleneck = config.bottleneck_size(hidden_size)
-        linear = partial(UninitialisedLinear, device=device, dtype=dtype)
-        self.down = linear(hidden_size, bottleneck)
+        self.down = UninitialisedLinear(hidden_size, bottleneck, device=device, dtype=dtype)
         self.act = _ACTIVATIONS[config.activation]()
         self.dropout = nn.Dropout(config.dropout)
-        self.up = linear(bottleneck, hidden_size)
+        self.up = AccumulatingLinear(bottleneck, hidden_size, device=device, dtype=dtype)
         if initialise:
             self.reset_parameters(config)
 
@@ -57,232 +86,183 @@ class BottleneckAdapter(nn.Module):
         if config.init == "zero":
             nn.init.zeros_(self.up.weight)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.added_to(hidden, hidden)
+    def forward(self, source: torch.Tensor, onto: torch.Tensor | None = None, overwrite: bool = False) -> torch.Tensor:
+        """``onto + delta(source)``; ``onto`` defaults to ``source`` (the adapter's own skip)."""
+        return self.added_to(source if onto is None else onto, source, overwrite)
 
-    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+    def delta(self, source: torch.Tensor) -> torch.Tensor:
         """The bottleneck runs in the adapter's dtype (float32 on a 16-bit base), its result is
         in the model's."""
-        return self.up(self._inner(hidden)).to(hidden.dtype)
+        return self.up(self._inner(source)).to(source.dtype)
 
     def added_to(self, onto: torch.Tensor, source: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
-        """``onto + delta(source)``. Where the dtypes agree, the up-projection accumulates into
-        ``onto + bias``: two passes over one hidden-sized output instead of four over two (bias
-        copy, product, sum), the adapter's main cost beside a projection on the CPU.
-        ``overwrite``: nothing else holds ``onto`` and no gradient is taken, so the sum is written
-        into it (no new tensor)."""
-        inner = self._inner(source)
-        if (not onto.is_contiguous() or not onto.dtype == inner.dtype == self.up.weight.dtype
-                or torch.is_autocast_enabled(onto.device.type)):  # an in-place product never autocasts
-            return onto + self.up(inner).to(onto.dtype)
-        flat = onto.view(-1, onto.shape[-1])
-        total = flat.add_(self.up.bias) if overwrite else flat + self.up.bias  # in place on a new tensor is safe
-        total.addmm_(inner.reshape(-1, inner.shape[-1]), self.up.weight.t())
-        return total.view(onto.shape)
+        """``onto + delta(source)``, the up-projection accumulating into the sum."""
+        return self.up(self._inner(source), onto=onto, overwrite=overwrite)
 
-    def _inner(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.act(self.down(hidden.to(self.down.weight.dtype))))
+    def _inner(self, source: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.act(self.down(source.to(self.down.weight.dtype))))
 
 
-@dataclass(frozen=True)
-class RowGroups:
-    """Per-example routing: the rows of a batch of ``size`` that each adapter runs on (rows of
-    no group run the base model)."""
+class AdapterSlot(nn.Module):
+    """Holds the named adapters of one module; the routed one adds its delta to the output.
 
-    size: int
-    groups: tuple[tuple[str, torch.Tensor], ...]
-
-    def rows_of(self, value: object, where: str) -> None:
-        """Refuse an output whose first dimension is not this batch (beam search expands it)."""
-        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != self.size:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise AdapterError(
-                f"per_example_adapters names {self.size} examples, but {where} gave {shape}: "
-                "mixed batches need the batch first and unexpanded. Beam "
-                "search and num_return_sequences > 1 expand it: decode greedily, or run one "
-                "adapter at a time")
-
-
-Routing = Union[str, RowGroups, None]
-
-
-class _Slot(nn.Module):
-    """What both slots share: which adapter (or which rows per adapter) runs now."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.active: str | None = None
-        self.rows: RowGroups | None = None
-
-    def owned(self) -> nn.ModuleDict:
-        raise NotImplementedError
-
-    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-        """Register the hooks that run this slot on ``module``."""
-        raise NotImplementedError
-
-    def route(self, routing: Routing) -> None:
-        owned = self.owned()
-        if isinstance(routing, RowGroups):
-            self.active = None
-            self.rows = RowGroups(routing.size, tuple(g for g in routing.groups if g[0] in owned))
-        else:
-            self.active = routing if routing in owned else None
-            self.rows = None
-
-
-class AdapterSlot(_Slot):
-    """Holds the named adapters of one projection and applies the routed one to its output.
-
-    It is attached as a child of the projection (so adapters follow the model's device and dtype
-    and keep the original parameter names intact) and runs from a forward hook, so the
-    projection keeps its class: transformers 5 records outputs by module class. In a mixed batch
-    the projection runs once and each adapter's delta goes to its own rows.
+    A child of the module, so adapters follow the model's device and dtype and the module's own
+    parameter names stay intact; run from the module's hook, so the module keeps its class
+    (transformers 5 records outputs by module class).
     """
+
+    #: why a mixed batch cannot run this slot's adapters (None: it can, row by row)
+    refuses_rows: str | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.adapters = nn.ModuleDict()
 
-    def owned(self) -> nn.ModuleDict:
-        return self.adapters
-
-    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-        return [module.register_forward_hook(self.hook)]
-
-    def hook(self, module: nn.Module, args: tuple, output):  # noqa: ARG002 - hook signature
+    def apply(self, module: nn.Module, adapter: nn.Module, args: tuple, kwargs: dict, output, norm,  # noqa: ARG002
+              overwrite: bool):
+        """The output with ``adapter`` applied; ``output`` is the (routed) module's output and
+        ``norm`` runs the (routed) module again."""
         hidden = output[0] if isinstance(output, tuple) else output
-        adapted = self.add_deltas(hidden, hidden, overwrite=self._only_holder(module, output))
-        if adapted is None:
-            return output
+        adapted = adapter(hidden, hidden, overwrite)
         return (adapted,) + output[1:] if isinstance(output, tuple) else adapted
+
+
+class RenormSlot(AdapterSlot):
+    """AdapterHub's SeqBn in a post-LN block, from the feed-forward's own LayerNorm: that norm
+    gets ``y = h + x`` (feed-forward output plus residual); the adapter sees ``LN(y)`` and the
+    norm runs again on ``y + delta``, i.e. ``LN(h + x + up(act(down(LN(h + x)))))``, with the
+    routed adapter's own LayerNorm in both calls where it trains one."""
+
+    def apply(self, module, adapter, args, kwargs, output, norm, overwrite):  # noqa: ARG002
+        return norm(args[0] + adapter.delta(output))
+
+
+
+class TaskSlot(nn.Module):
+    """Each adapter's own copy of the module it is attached to: the module's class with its own
+    parameters (a LayerNorm's weight and bias, a head Linear's), so any norm class works
+    (LayerNorm, RMSNorm, T5LayerNorm, Gemma's 1 + w). ``state_dict`` keeps the base values under
+    their own names and every adapter's under ``<module>.adaptkit_task.values.<adapter>.<param>``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values = nn.ModuleDict()
+
+    def add(self, name: str, module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+        """Give adapter ``name`` a copy of ``module`` with its own parameters (in ``dtype``)."""
+        self.values[name] = own_copy(module, dtype)
+        return self.values[name]
+
+
+def own_copy(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """A module of ``module``'s class and settings (eps, shape, ...) computing with its own copy of
+    ``module``'s direct parameters and buffers; no hooks, no slots. Children the forward may call
+    are the base's, shared as plain attributes (not registered: their parameters stay the base's)."""
+    clone = copy.copy(module)
+    clone.__dict__.update(nn.Module().__dict__)  # fresh parameter, buffer, module and hook dicts
+    clone.training = module.training
+    for key, param in module._parameters.items():
+        copied = None if param is None else param.detach().to(dtype or param.dtype, copy=True)
+        clone.register_parameter(key, None if copied is None else nn.Parameter(copied, requires_grad=False))
+    for key, buffer in module._buffers.items():
+        clone.register_buffer(key, None if buffer is None else buffer.clone(),
+                              persistent=key not in module._non_persistent_buffers_set)
+    for key, child in module._modules.items():
+        if key not in (SLOT_ATTR, TASK_ATTR):
+            object.__setattr__(clone, key, child)
+    return clone
+
+
+class ModuleHook:
+    """The forward hook adaptkit puts on each module it adapts: the routed adapter's copy of the
+    module (if it has one) replaces the output, then its slot's adapter applies. In a mixed batch
+    the module's output stays on rows of no adapter and each adapter's rows get its own."""
+
+    def __init__(self, state) -> None:
+        self.state = state
+
+    def __deepcopy__(self, memo: dict) -> ModuleHook:
+        return ModuleHook(copy.deepcopy(self.state, memo))
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        routing = self.state.current()
+        if routing is None:
+            return output
+        if isinstance(routing, RowGroups):
+            return self._rows(module, routing, args, kwargs, output)
+        return self.run(module, routing, args, kwargs, output, self._only_holder(module, output))
+
+    def run(self, module: nn.Module, name: str, args: tuple, kwargs: dict, output, overwrite: bool = False):
+        """``module``'s output for adapter ``name`` (the given output where it has nothing here)."""
+        task, slot = getattr(module, TASK_ATTR, None), getattr(module, SLOT_ATTR, None)
+        own = task.values[name] if task is not None and name in task.values else None
+        adapter = slot.adapters[name] if slot is not None and name in slot.adapters else None
+        if own is None and adapter is None:
+            return output
+        norm = module.forward if own is None else partial(_call_own, own, like=_first_tensor(output))
+        if own is not None:
+            output = norm(*args, **kwargs)
+        return output if adapter is None else slot.apply(module, adapter, args, kwargs, output, norm, overwrite)
+
+    def _rows(self, module: nn.Module, routing: RowGroups, args: tuple, kwargs: dict, output):
+        task, slot = getattr(module, TASK_ATTR, None), getattr(module, SLOT_ATTR, None)
+        mine = [(n, rows) for n, rows in routing.groups
+                if (task is not None and n in task.values) or (slot is not None and n in slot.adapters)]
+        if not mine:
+            return output
+        if slot is not None and slot.refuses_rows:
+            raise AdapterError(slot.refuses_rows)
+        hidden = _first_tensor(output)
+        routing.check_rows(hidden, f"{type(module).__name__} (an adapted module)")
+        rows = [r.to(hidden.device) for _, r in mine]
+        if task is None and type(slot) is AdapterSlot:  # deltas only: one scatter of every group's
+            deltas = [slot.adapters[n].delta(hidden[r]) for (n, _), r in zip(mine, rows)]
+            adapted = hidden.index_add(0, torch.cat(rows), torch.cat(deltas).to(hidden.dtype))
+        else:
+            parts = []
+            for (name, _), r in zip(mine, rows):
+                pick = partial(_pick_rows, rows=r, size=routing.size)
+                part = self.run(module, name, tuple(map(pick, args)), {k: pick(v) for k, v in kwargs.items()},
+                                pick(output))
+                parts.append(_first_tensor(part))
+            adapted = hidden.index_copy(0, torch.cat(rows), torch.cat(parts).to(hidden.dtype))
+        return (adapted,) + tuple(output[1:]) if isinstance(output, tuple) else adapted
 
     def _only_holder(self, module: nn.Module, output: object) -> bool:
         """Whether the sum may be written into ``module``'s output: without autograd, an
         ``nn.Linear``'s output is a new tensor, and no hook has seen it before this one."""
         hooks = iter(module._forward_hooks.values())
         return (not torch.is_grad_enabled() and type(module) is nn.Linear and type(output) is torch.Tensor
-                and not nn.modules.module._global_forward_hooks
-                and getattr(next(hooks, None), "__self__", None) is self)
-
-    def add_deltas(self, source: torch.Tensor, onto: torch.Tensor, overwrite: bool = False) -> torch.Tensor | None:
-        """``onto`` plus the routed adapters' deltas of ``source`` (each on its own rows in a
-        mixed batch), or None when no adapter runs here; ``overwrite`` as in ``added_to``."""
-        if self.rows is not None:
-            self.rows.rows_of(source, "an adapted module")
-            if not self.rows.groups:
-                return None
-            # one scatter of every group's delta: one copy of the output
-            rows = [rows.to(source.device) for _, rows in self.rows.groups]
-            deltas = [self.adapters[name].delta(source[r]) for (name, _), r in zip(self.rows.groups, rows)]
-            return onto.index_add(0, torch.cat(rows), torch.cat(deltas).to(onto.dtype))
-        if self.active is not None:
-            return self.adapters[self.active].added_to(onto, source, overwrite)
-        return None
+                and not nn.modules.module._global_forward_hooks and next(hooks, None) is self)
 
 
-class RenormSlot(AdapterSlot):
-    """AdapterHub's SeqBn in a post-LN block, from the feed-forward's own LayerNorm: that norm
-    gets ``y = h + x`` (feed-forward output plus residual); the adapter sees ``LN(y)`` and the
-    norm runs again on ``y + delta``, i.e. ``LN(h + x + up(act(down(LN(h + x)))))``.
-
-    Its hook runs before the norm's ``TaskSlot`` restores the base values, so both norm calls
-    use the routed adapter's LayerNorm.
-    """
-
-    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-        return [module.register_forward_hook(self.hook, prepend=True)]
-
-    def hook(self, module: nn.Module, args: tuple, output):
-        if self.rows is not None and self.rows.groups and hasattr(module, TASK_ATTR):
-            raise AdapterError(
-                "per_example_adapters cannot mix placement='pfeiffer' adapters that train their "
-                "LayerNorms on a post-LN model (the norm runs twice, with each adapter's values): "
-                "run one adapter at a time, or train them with train_layernorms=False")
-        adapted = self.add_deltas(output, args[0])
-        return output if adapted is None else module.forward(adapted)
+def _call_own(own: nn.Module, *args, like: torch.Tensor, **kwargs):
+    """Run an adapter's copy of a module: a float32 copy beside a 16-bit model computes in float32
+    and returns the model's dtype."""
+    dtype = next(own.parameters()).dtype
+    if like.dtype == dtype or not like.is_floating_point():
+        return own(*args, **kwargs)
+    cast = partial(_cast_floating, dtype=dtype)
+    output = own(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+    return _cast_floating(output, like.dtype)
 
 
-class TaskSlot(_Slot):
-    """Each adapter's own copy of the parameters one module holds directly (a LayerNorm's
-    weight and bias, a head Linear's), put in place for the forward while that adapter is routed.
+def _cast_floating(value, dtype: torch.dtype):
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(dtype)
+    if isinstance(value, tuple):
+        return tuple(_cast_floating(v, dtype) for v in value)
+    return value
 
-    Attached as a child of the module, so ``state_dict`` keeps the base values under their own
-    names and every adapter's under ``<module>.adaptkit_task.values.<adapter>.<param>``. The swap
-    exchanges Parameter objects, never data: several adapters and the base can share one graph,
-    and any norm class works (LayerNorm, RMSNorm, T5LayerNorm, Gemma's 1 + w). In a mixed batch
-    the module runs on the whole batch with the base values, then again on each adapter's rows
-    with that adapter's values.
-    """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.values = nn.ModuleDict()
-        self._base: dict[str, torch.Tensor] = {}
+def _pick_rows(value, rows: torch.Tensor, size: int):
+    """A batched tensor's rows (anything else as it is)."""
+    if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size:
+        return value[rows]
+    if isinstance(value, tuple):
+        return tuple(_pick_rows(v, rows, size) for v in value)
+    return value
 
-    def owned(self) -> nn.ModuleDict:
-        return self.values
 
-    def attach(self, module: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-        return [module.register_forward_pre_hook(self.pre_hook),
-                module.register_forward_hook(self.post_hook, with_kwargs=True, always_call=True)]
-
-    def add(self, name: str, module: nn.Module, dtype: torch.dtype | None) -> None:
-        """Give adapter ``name`` a copy of ``module``'s own parameters (in ``dtype`` if given)."""
-        own = nn.Module()
-        for key, param in module.named_parameters(recurse=False):
-            copy = param.detach().to(dtype or param.dtype, copy=True)
-            own.register_parameter(key, nn.Parameter(copy, requires_grad=False))
-        self.values[name] = own
-
-    def pre_hook(self, module: nn.Module, args: tuple) -> None:  # noqa: ARG002 - hook signature
-        if self.active is not None:
-            self._put(module, self.active)
-
-    def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output):
-        if self._base:
-            self._restore(module)
-        elif self.rows is not None and self.rows.groups:
-            where = f"{type(module).__name__} (a trained LayerNorm or head)"
-            self.rows.rows_of(output, where)
-            all_rows, parts = [], []
-            for name, rows in self.rows.groups:
-                rows = rows.to(output.device)
-
-                def pick(value):
-                    batched = isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == self.rows.size
-                    return value[rows] if batched else value
-
-                self._put(module, name)
-                try:
-                    part = module.forward(*map(pick, args), **{k: pick(v) for k, v in kwargs.items()})
-                finally:
-                    self._restore(module)
-                parts.append(self._with_own_adapter(module, name, part))
-                all_rows.append(rows)
-            output = output.index_copy(0, torch.cat(all_rows), torch.cat(parts).to(output.dtype))
-        return output
-
-    def _with_own_adapter(self, module: nn.Module, name: str, output: torch.Tensor) -> torch.Tensor:
-        """A module rerun for adapter ``name``'s rows skips its hooks: where the adapter also sits
-        on this module (``target_modules=["dense"]`` reaches RoBERTa's ``classifier.dense``) and its
-        slot's hook ran before this one, its delta is added here (a hook that runs after adds it
-        to the finished output itself)."""
-        slot = getattr(module, SLOT_ATTR, None)
-        if not (isinstance(slot, AdapterSlot) and name in slot.adapters):
-            return output
-        owners = [getattr(hook, "__self__", None) for hook in module._forward_hooks.values()]
-        if owners.index(slot) > owners.index(self):
-            return output
-        return slot.adapters[name].added_to(output, output)
-
-    def _put(self, module: nn.Module, name: str) -> None:
-        own = self.values[name]
-        self._base = {key: module._parameters[key] for key in own._parameters}
-        for key, param in own._parameters.items():
-            base_dtype = self._base[key].dtype
-            module._parameters[key] = param if param.dtype == base_dtype else param.to(base_dtype)
-
-    def _restore(self, module: nn.Module) -> None:
-        module._parameters.update(self._base)
-        self._base = {}
+def _first_tensor(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output

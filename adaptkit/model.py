@@ -1,18 +1,20 @@
 """Add, route, disable and delete named adapters on a loaded model.
 
-The model stays a normal ``PreTrainedModel`` with an unchanged forward signature: adapters live
-in an ``AdapterSlot`` child of each target projection and run from a forward hook. The
-LayerNorms and head an adapter trains are its own Parameters, in a ``TaskSlot`` child of each
-module that holds them, put in place for the forward by hooks: the base model's tensors are
-never written, so switching copies nothing, and the base and several adapters can share a graph.
+The model stays a normal ``PreTrainedModel`` with an unchanged forward signature. Adding an
+adapter attaches slots (child modules holding its bottlenecks and its own copies of the
+LayerNorms and head it trains) and one forward hook per adapted module; from then on running the
+model writes nothing to it: each hook reads which adapter the calling thread routes to
+(``using``, ``per_example_adapters``, ``adapters_disabled``, else ``set_active_adapter``'s
+default) and computes that adapter's output. Several threads, and several adapters in one
+graph, share the model safely.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,14 +22,12 @@ from torch import nn
 from .config import PLACEMENT_VERSION, AdapterConfig
 from .errors import AdapterError
 from .head import ClassificationHead, HeadSlot
-from .layer import AdapterSlot, BottleneckAdapter, RenormSlot, Routing, RowGroups, TaskSlot
-from .params import (
-    ADAPTER_MARK, SLOT_ATTR, TASK_ATTR, TASK_MARK, has_mark, head_parameter_names, is_adaptkit_name,
-    layernorm_parameter_names, vocab_head_parameter_names,
-)
+from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, TaskSlot
+from .params import SLOT_ATTR, TASK_ATTR, BaseParameters, base_parameters
+from .routing import Routing, RowGroups
+from .state import STATE_ATTR, AdapterEntry, AdapterState, get_state
 from .targets import HEAD, SEQ_POST_LN, Site, norms_below_adapters, resolve_sites
 
-STATE_ATTR = "_adaptkit_state"
 #: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
 #: backward reaches only when its input requires grad: a frozen embedding would cut the adapters off.
 NEED_INPUT_GRADS = {"reformer"}
@@ -41,38 +41,8 @@ SEQUENCE_FIRST: dict[str, tuple[str, ...] | None] = {
 #: ``model.config`` attribute listing the adapters, so ``save_pretrained`` writes it to
 #: config.json and ``restore_adapters`` can rebuild them from that folder.
 CONFIG_KEY = "adaptkit_adapters"
-
-
-@dataclass
-class AdapterEntry:
-    config: AdapterConfig
-    sites: list[Site]
-    task_modules: list[str]  # modules whose own parameters the adapter has copies of
-
-
-@dataclass
-class AdapterState:
-    """Book-keeping kept on the model (not a module, so it never enters a state dict)."""
-
-    adapters: dict[str, AdapterEntry] = field(default_factory=dict)
-    active: str | None = None
-    disabled: int = 0  # depth of nested ``adapters_disabled`` contexts
-    trainable: list[str] | None = None  # None: the active adapter trains
-    per_example: RowGroups | None = None  # set inside ``per_example_adapters``
-    hooks: dict[str, list[torch.utils.hooks.RemovableHandle]] = field(default_factory=dict)
-    original_requires_grad: dict[str, bool] = field(default_factory=dict)
-
-    @property
-    def routing(self) -> Routing:
-        """What the forward runs now: the base inside ``adapters_disabled``, else each example's
-        adapter inside ``per_example_adapters``, else the active adapter."""
-        if self.disabled:
-            return None
-        return self.per_example if self.per_example is not None else self.active
-
-
-def get_state(model: nn.Module) -> AdapterState | None:
-    return getattr(model, STATE_ATTR, None)
+#: The slot that runs a site of each kind (any other kind: ``AdapterSlot``).
+SLOT_CLASSES: dict[str, type[AdapterSlot]] = {SEQ_POST_LN: RenormSlot, HEAD: HeadSlot}
 
 
 def _require_state(model: nn.Module, name: str | None = None) -> AdapterState:
@@ -91,7 +61,8 @@ def add_adapter(model: nn.Module, config: AdapterConfig | None = None, name: str
     The first adapter freezes every parameter of the model; from then on adaptkit sets
     ``requires_grad`` only on its own parameters (the trained adapter, and per its config its
     LayerNorms and head), so a parameter unfrozen by hand afterwards stays as set. Returns the
-    sites adapted. On any error the model is left as it was.
+    sites adapted. On any error the model is left as it was. Refused while another thread runs
+    the model.
     """
     return insert_adapter(model, config or AdapterConfig(), name, activate, sites, initialise=True)
 
@@ -104,22 +75,26 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
     refuse_meta(model)
     state = get_state(model)
     refuse_peft(model, first=state is None)
-    if state is not None and name in state.adapters:
-        raise AdapterError(f"an adapter named {name!r} already exists; delete it or choose another name")
+    if state is not None:
+        state.refuse_while_busy(f"add adapter {name!r}")
+        if name in state.adapters:
+            raise AdapterError(f"an adapter named {name!r} already exists; delete it or choose another name")
+    base = state.base if state is not None else base_parameters(model)
     sites = resolve_sites(model, config) if sites is None else list(sites)
     _check_sites_exist(model, sites)
-    task_modules = _owning_modules(task_parameter_names(model, config))
+    task_modules = _owning_modules(task_parameter_names(model, config, base))
     created = state is None
     if created:
-        state = AdapterState(original_requires_grad={n: p.requires_grad for n, p in model.named_parameters()})
+        state = AdapterState(model, base)
         setattr(model, STATE_ATTR, state)
         model.requires_grad_(False)
-        state.hooks["recompute"] = RecomputeRouting(state).attach(model)
+        state.hooks["model"] = _attach_to_model(model, state)
         if _needs_input_grads(model):
             model.enable_input_require_grads()
     previous = state.active
+    entry = AdapterEntry(config, sites)
     try:
-        state.adapters[name] = AdapterEntry(config, sites, task_modules)
+        state.adapters[name] = entry
         for site in sites:
             target = model.get_submodule(site.name)
             weight = next(target.parameters())
@@ -128,14 +103,14 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
             # in the model's mode: an eval model runs a new adapter's (and head's) dropout as identity
             _slot(target, site.name, state, SLOT_CLASSES.get(site.kind, AdapterSlot)).adapters[name] = module.train(
                 target.training)
+            entry.site_modules[site.name] = module
         for module_name in task_modules:
             module = model.get_submodule(module_name)
             dtype = adapter_dtype(next(module.parameters(recurse=False)).dtype, config)
-            _slot(module, module_name, state, TaskSlot).add(name, module, dtype)
+            entry.own_copies[module_name] = _slot(module, module_name, state, TaskSlot).add(name, module, dtype)
         if activate:
-            set_active_adapter(model, name)
-        else:
-            _route(model, state)
+            state.active = name
+        apply_choices(model, state)
     except BaseException:
         state.adapters.pop(name, None)
         state.active = previous
@@ -143,13 +118,9 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
         if created:
             _forget(model, state)
         else:
-            _route(model, state)
+            apply_choices(model, state)
         raise
     return sites
-
-
-#: The slot that runs a site of each kind (any other kind: ``AdapterSlot``).
-SLOT_CLASSES: dict[str, type[AdapterSlot]] = {SEQ_POST_LN: RenormSlot, HEAD: HeadSlot}
 
 
 def site_module(site: Site, config: AdapterConfig, device: torch.device | str = "cpu",
@@ -219,7 +190,7 @@ def refuse_meta(model: nn.Module) -> None:
             "or loaded with a device_map that offloads layers to CPU or disk. adaptkit needs the "
             "weights materialised: load the model onto the devices that will run it (e.g. "
             "device_map='cpu' or {'': 0}, no offload_folder), or load its weights after to_empty(), "
-            "then add or load the adapter")
+            "then add, load or save the adapter")
 
 
 def adapter_dtype(base_dtype: torch.dtype, config: AdapterConfig) -> torch.dtype:
@@ -230,24 +201,27 @@ def adapter_dtype(base_dtype: torch.dtype, config: AdapterConfig) -> torch.dtype
 
 
 def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules: list[str]) -> None:
-    """Take adapter ``name`` out of these modules' slots; an emptied slot goes with its hooks."""
-    for module_name in modules:
+    """Take adapter ``name`` out of these modules' slots; an emptied slot goes, and with the last
+    slot of a module its hook."""
+    for module_name in dict.fromkeys(modules):
         module = model.get_submodule(module_name)
         for attr in (SLOT_ATTR, TASK_ATTR):
             slot = getattr(module, attr, None)
             if slot is None:
                 continue
-            if name in slot.owned():
-                del slot.owned()[name]
-            if not slot.owned():
-                for handle in state.hooks.pop(f"{module_name}:{attr}"):
-                    handle.remove()
+            owned = slot.adapters if attr == SLOT_ATTR else slot.values
+            if name in owned:
+                del owned[name]
+            if not owned:
                 delattr(module, attr)
+        if not hasattr(module, SLOT_ATTR) and not hasattr(module, TASK_ATTR) and module_name in state.hooks:
+            for handle in state.hooks.pop(module_name):
+                handle.remove()
 
 
 def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) -> AdapterSlot | TaskSlot:
-    """The module's slot of this kind, attached with its hooks on first use."""
-    attr = SLOT_ATTR if issubclass(kind, AdapterSlot) else TASK_ATTR
+    """The module's slot of this kind, attached on first use (with the module's hook, once)."""
+    attr = TASK_ATTR if kind is TaskSlot else SLOT_ATTR
     slot = getattr(module, attr, None)
     if slot is not None and type(slot) is not kind:
         raise AdapterError(f"{module_name} already holds adapters placed as {type(slot).__name__}; "
@@ -255,7 +229,8 @@ def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) 
     if slot is None:
         slot = kind()
         module.add_module(attr, slot)
-        state.hooks[f"{module_name}:{attr}"] = slot.attach(module)
+        if module_name not in state.hooks:
+            state.hooks[module_name] = [module.register_forward_hook(ModuleHook(state), with_kwargs=True)]
     return slot
 
 
@@ -265,7 +240,7 @@ def _needs_input_grads(model: nn.Module) -> bool:
 
 def _forget(model: nn.Module, state: AdapterState) -> None:
     """With no adapter left, the model is the base again: its trainability and config too."""
-    for handle in state.hooks.pop("recompute"):
+    for handle in state.hooks.pop("model"):
         handle.remove()
     if _needs_input_grads(model):
         model.disable_input_require_grads()
@@ -278,12 +253,14 @@ def _forget(model: nn.Module, state: AdapterState) -> None:
 
 
 def set_active_adapter(model: nn.Module, name: str) -> None:
-    """Run adapter ``name`` (with its own LayerNorms and head); it trains unless
-    ``set_trainable_adapters`` chose otherwise. Inside ``adapters_disabled`` it takes effect
-    when the outermost context exits."""
+    """Run adapter ``name`` (with its own LayerNorms and head) wherever no routing context is
+    open; it trains unless ``set_trainable_adapters`` chose otherwise. The model-wide default:
+    per-request routing from several threads is ``using``'s job. Refused while another thread
+    runs the model."""
     state = _require_state(model, name)
+    state.refuse_while_busy(f"activate adapter {name!r}")
     state.active = name
-    _route(model, state)
+    apply_choices(model, state)
 
 
 def set_trainable_adapters(model: nn.Module, names: Iterable[str] | None) -> None:
@@ -293,13 +270,17 @@ def set_trainable_adapters(model: nn.Module, names: Iterable[str] | None) -> Non
     names = None if names is None else list(_name_list(names, "set_trainable_adapters"))
     for name in names or []:
         _require_state(model, name)
+    state.refuse_while_busy("change which adapters train")
     state.trainable = names
-    _route(model, state)
+    apply_choices(model, state)
 
 
 def delete_adapter(model: nn.Module, name: str) -> None:
-    """Remove adapter ``name``; with the last one gone the model is the base model again."""
+    """Remove adapter ``name``; with the last one gone the model is the base model again. Refused
+    while a routing context uses it or another thread runs the model."""
     state = _require_state(model, name)
+    state.refuse_pinned(name, "delete")
+    state.refuse_while_busy(f"delete adapter {name!r}")
     entry = state.adapters.pop(name)
     if state.active == name:
         state.active = None
@@ -307,32 +288,37 @@ def delete_adapter(model: nn.Module, name: str) -> None:
         state.trainable.remove(name)
     _remove_from_slots(model, state, name, [s.name for s in entry.sites] + entry.task_modules)
     if state.adapters:
-        _route(model, state)
+        apply_choices(model, state)
     else:
         _forget(model, state)
 
 
 @contextlib.contextmanager
-def adapters_disabled(model: nn.Module) -> Iterator[None]:
-    """Inside, the model computes exactly what the base model does (base LayerNorms and head).
-    Contexts nest; the adapter runs again when the outermost one exits."""
-    state = _require_state(model)
-    state.disabled += 1
-    _route(model, state)
-    try:
+def using(model: nn.Module, name: str | None) -> Iterator[None]:
+    """Inside, this thread's (or asyncio task's) forwards of ``model`` run adapter ``name``
+    (``None``: the base model), whatever other threads run at the same time. Contexts nest: the
+    innermost one routes. Training and ``backward`` inside see the same routing."""
+    state = _require_state(model, name)
+    with _routed(state, name):
         yield
-    finally:
-        state.disabled -= 1
-        if get_state(model) is state:
-            _route(model, state)
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Inside, this thread's forwards compute exactly what the base model does (base LayerNorms
+    and head), adapters added inside included. Contexts nest; ``set_active_adapter`` inside
+    takes effect once the outermost one exits."""
+    with _routed(_require_state(model), None):
+        yield
 
 
 @contextlib.contextmanager
 def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Iterator[None]:
-    """Inside, example ``i`` of each batch runs adapter ``names[i]`` (``None``: the base model),
-    with that adapter's LayerNorms and head: several tasks in one forward. The projections run
-    once for the whole batch; each adapter adds its delta to its own rows. Which adapters train
-    is ``set_trainable_adapters``'s choice. Greedy ``generate`` works; beam search is refused."""
+    """Inside, example ``i`` of each batch this thread runs uses adapter ``names[i]`` (``None``:
+    the base model), with that adapter's LayerNorms and head: several tasks in one forward. The
+    projections run once for the whole batch; each adapter adds its delta to its own rows. Which
+    adapters train is ``set_trainable_adapters``'s choice. Greedy ``generate`` works; beam search
+    is refused."""
     state = _require_state(model)
     names = list(_name_list(names, "per_example_adapters"))
     _refuse_sequence_first(model, state)
@@ -341,22 +327,25 @@ def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Itera
         raise AdapterError("per_example_adapters needs one adapter name (or None) per example; "
                            + (f"unknown: {unknown}; this model has: {', '.join(state.adapters)}"
                               if unknown else "got none"))
-    if state.per_example is not None:
+    if isinstance(state.current(), RowGroups):
         raise AdapterError("per_example_adapters contexts do not nest: leave the outer one first")
     device = next(model.parameters()).device
     groups: dict[str, list[int]] = {}
     for row, name in enumerate(names):
         if name is not None:
             groups.setdefault(name, []).append(row)
-    state.per_example = RowGroups(len(names), tuple(
-        (name, torch.tensor(rows, device=device)) for name, rows in groups.items()))
-    _route(model, state)
+    with _routed(state, RowGroups(len(names), tuple(
+            (name, torch.tensor(rows, device=device)) for name, rows in groups.items()))):
+        yield
+
+
+@contextlib.contextmanager
+def _routed(state: AdapterState, routing: Routing) -> Iterator[None]:
+    token = state.open_context(routing)
     try:
         yield
     finally:
-        state.per_example = None
-        if get_state(model) is state:
-            _route(model, state)
+        state.close_context(token, routing)
 
 
 def _refuse_sequence_first(model: nn.Module, state: AdapterState) -> None:
@@ -399,45 +388,23 @@ def adapter_entry(model: nn.Module, name: str | None = None) -> tuple[str, Adapt
     return name, state.adapters[name]
 
 
-def task_parameter_names(model: nn.Module, config: AdapterConfig) -> list[str]:
+def task_parameter_names(model: nn.Module, config: AdapterConfig, base: BaseParameters) -> list[str]:
     """The base parameters (LayerNorms, head) an adapter with this config has its own copy of."""
-    names = layernorm_parameter_names(model) if config.train_layernorms else []
+    names = base.norms if config.train_layernorms else []
     frozen = norms_below_adapters(model, config, names)
     names = [n for n in names if n not in frozen]
-    names += head_parameter_names(model) if config.train_head else []
-    return names + (vocab_head_parameter_names(model) if config.train_vocab_head else [])
+    names += base.head if config.train_head else []
+    return names + (base.vocab_head if config.train_vocab_head else [])
 
 
-def task_values(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """Adapter ``name``'s own LayerNorm and head values, keyed by the base parameters' names."""
-    state = _require_state(model, name)
-    values = {}
-    for module_name in state.adapters[name].task_modules:
-        own = getattr(model.get_submodule(module_name), TASK_ATTR).values[name]
-        values.update((f"{module_name}.{key}", param) for key, param in own.named_parameters())
-    return values
-
-
-@torch.no_grad()
-def load_task_values(model: nn.Module, name: str, values: dict[str, torch.Tensor]) -> None:
-    """Set adapter ``name``'s own LayerNorm/head values (a loader's one copy)."""
-    own = task_values(model, name)
-    for param_name, value in values.items():
-        own[param_name].copy_(value)
-
-
-def _route(model: nn.Module, state: AdapterState) -> None:
-    """Point every slot at the routed adapter and set which of adaptkit's parameters train (the
-    rest of the model is left as it is)."""
-    routing = state.routing
-    for module in model.modules():
-        if isinstance(module, (AdapterSlot, TaskSlot)):
-            module.route(routing)
-    trains = state.trainable if state.trainable is not None else [state.active] * (state.active is not None)
-    marks = [f"{mark}{name}." for name in trains for mark in (ADAPTER_MARK, TASK_MARK)]
-    for param_name, param in model.named_parameters():
-        if is_adaptkit_name(param_name):
-            param.requires_grad_(any(has_mark(param_name, mark) for mark in marks))
+def apply_choices(model: nn.Module, state: AdapterState) -> None:
+    """Set which of adaptkit's parameters train (the rest of the model is left as it is) and
+    record the adapters in ``model.config`` for ``save_pretrained``."""
+    refuse_shadowed_heads(model, state)
+    trains = set(state.trainable if state.trainable is not None else [state.active] * (state.active is not None))
+    for name, entry in state.adapters.items():
+        for param in entry.parameters():
+            param.requires_grad_(name in trains)
     if getattr(model, "config", None) is not None:
         setattr(model.config, CONFIG_KEY, {
             "active": state.active, "placement_version": PLACEMENT_VERSION,
@@ -445,70 +412,93 @@ def _route(model: nn.Module, state: AdapterState) -> None:
                          for name, entry in state.adapters.items()}})
 
 
-class RecomputeRouting:
-    """Activation checkpointing runs blocks again inside backward; they must run the adapters
-    routed when their forward ran, not those routed when backward comes (a graph may hold two).
+def refuse_shadowed_heads(model: nn.Module, state: AdapterState) -> None:
+    """PEFT's ``modules_to_save`` (added for ``task_type="SEQ_CLS"``) runs and trains its own copy
+    of the head instead of the module adaptkit's adapter holds a copy of: one library owns the
+    head, and adaptkit refuses to pretend it trains one PEFT shadows."""
+    for wrapper_name, wrapper in model.named_modules():
+        original = getattr(wrapper, "original_module", None)
+        if isinstance(original, nn.Module) and hasattr(wrapper, "modules_to_save"):
+            owners = [n for n, e in state.adapters.items() for own in e.own_copies.values()
+                      if any(own is m for m in original.modules())]
+            if owners:
+                raise AdapterError(
+                    f"PEFT's modules_to_save wraps {wrapper_name!r}, whose parameters adaptkit adapter "
+                    f"{owners[0]!r} trains its own copy of: PEFT's copy would run and train instead. Choose "
+                    "one owner of the head: PEFT's (add the adaptkit adapter with train_head=False) or "
+                    "adaptkit's (create the LoRA without modules_to_save, e.g. LoraConfig(task_type=None))")
 
-    Before each training forward, every checkpointing function transformers set on a module
-    (``_gradient_checkpointing_func``) is wrapped once: the wrapper notes the routing of each
-    checkpointed call and points the module's slots at it while the call is rerun in backward.
-    Works for reentrant and non-reentrant checkpointing alike.
+
+def _attach_to_model(model: nn.Module, state: AdapterState) -> list:
+    """The model-level hooks: forwards in flight (for refusing changes while another thread
+    runs), and activation checkpointing rerunning blocks with their forward's routing."""
+    handles = [model.register_forward_pre_hook(state.forward_started),
+               model.register_forward_hook(state.forward_ended, always_call=True)]
+    return handles + [CheckpointRouting(model, state)]
+
+
+class CheckpointRouting:
+    """Activation checkpointing reruns blocks inside backward, which may come after the routing
+    context exited, from another thread, or for a graph that holds two adapters: each rerun must
+    see the routing its forward saw.
+
+    Every checkpointing function transformers sets (``_gradient_checkpointing_func``) is wrapped,
+    at add time and whenever ``_set_gradient_checkpointing`` runs afterwards (never during a
+    forward): the wrapper notes the routing of each checkpointed call and routes the rerun with it.
+    Works for reentrant and non-reentrant checkpointing alike. ``remove`` (a hook handle's
+    interface) unwraps everything.
     """
 
-    def __init__(self, state: AdapterState) -> None:
-        self.state = state
+    def __init__(self, model: nn.Module, state: AdapterState) -> None:
+        self.model, self.state = model, state
         self.wrapped: list[nn.Module] = []
+        self.setter = getattr(model, "_set_gradient_checkpointing", None)
+        if callable(self.setter):
+            @functools.wraps(self.setter)
+            def set_and_wrap(*args, **kwargs):
+                result = self.setter(*args, **kwargs)
+                self.wrap_all()
+                return result
+            model._set_gradient_checkpointing = set_and_wrap
+        self.wrap_all()
 
-    def attach(self, model: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
-        return [model.register_forward_pre_hook(self.wrap_checkpointing), _Unwrap(self)]
-
-    def wrap_checkpointing(self, model: nn.Module, args: tuple) -> None:  # noqa: ARG002 - hook signature
-        if not model.training:
-            return
-        for owner in model.modules():
+    def wrap_all(self) -> None:
+        for owner in self.model.modules():
             function = getattr(owner, "_gradient_checkpointing_func", None)
             if callable(function) and not hasattr(function, "adaptkit_original"):
-                owner._gradient_checkpointing_func = self._rerun_with_forward_routing(owner, function)
+                owner._gradient_checkpointing_func = self._rerun_with_forward_routing(function)
                 self.wrapped.append(owner)
 
-    def _rerun_with_forward_routing(self, owner: nn.Module, original):
+    def _rerun_with_forward_routing(self, original):
         state = self.state
 
         def checkpoint(function, *args, **kwargs):
-            routing = state.routing
+            routing = state.current()
 
             def run(*inner_args, **inner_kwargs):
                 if not _in_backward():
                     return function(*inner_args, **inner_kwargs)
-                slots = [m for m in owner.modules() if isinstance(m, (AdapterSlot, TaskSlot))]
-                live = [(slot, slot.active, slot.rows) for slot in slots]
-                for slot in slots:
-                    slot.route(routing)
+                token = state.run_as(routing)
                 try:
                     return function(*inner_args, **inner_kwargs)
                 finally:
-                    for slot, active, rows in live:
-                        slot.active, slot.rows = active, rows
+                    state.routing_var.reset(token)
 
             return original(run, *args, **kwargs)
 
         checkpoint.adaptkit_original = original
         return checkpoint
 
-
-class _Unwrap:
-    """A handle whose ``remove`` gives every wrapped module its own checkpointing function back."""
-
-    def __init__(self, routing: RecomputeRouting) -> None:
-        self.routing = routing
-
     def remove(self) -> None:
-        for owner in self.routing.wrapped:
+        for owner in self.wrapped:
             function = getattr(owner, "_gradient_checkpointing_func", None)
             if hasattr(function, "adaptkit_original"):
                 owner._gradient_checkpointing_func = function.adaptkit_original
-        self.routing.wrapped.clear()
+        self.wrapped.clear()
+        if callable(self.setter) and "_set_gradient_checkpointing" in vars(self.model):
+            del self.model._set_gradient_checkpointing
 
 
 def _in_backward() -> bool:
     return torch._C._current_graph_task_id() != -1
+

@@ -1,8 +1,11 @@
-"""Which parameters are adapters, LayerNorms, the task head or the rest, and how many train."""
+"""Which parameters are adapters, LayerNorms, the task head or the rest, by name.
+
+Used where a model is looked at as it stands (before its first adapter, or a checkpoint's names);
+an adapter's own parameters are found once, when it is added (``state.AdapterEntry``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -10,7 +13,6 @@ SLOT_ATTR = "adaptkit"
 ADAPTER_MARK = f".{SLOT_ATTR}.adapters."
 TASK_ATTR = "adaptkit_task"
 TASK_MARK = f".{TASK_ATTR}.values."
-CATEGORIES = ("adapters", "layernorms", "head", "vocab_head", "other")
 
 
 def is_norm(module: nn.Module) -> bool:
@@ -49,11 +51,19 @@ def is_adaptkit_name(name: str) -> bool:
     return has_mark(name, ADAPTER_MARK) or TASK_MARK in name
 
 
+def is_adaptkit_module(name: str) -> bool:
+    """An adapter's module, or an adapter's copy of a norm or head (the model's own otherwise)."""
+    return is_adaptkit_name(name + ".")
+
+
 def layernorm_parameter_names(model: nn.Module) -> list[str]:
     """Parameters of every norm layer outside the task head."""
-    head = set(head_parameter_names(model))
+    return _norm_names(model, set(head_parameter_names(model)))
+
+
+def _norm_names(model: nn.Module, head: set[str]) -> list[str]:
     return [f"{mod_name}.{p_name}" if mod_name else p_name
-            for mod_name, module in model.named_modules() if is_norm(module)
+            for mod_name, module in model.named_modules() if is_norm(module) and not is_adaptkit_module(mod_name)
             for p_name, _ in module.named_parameters(recurse=False)
             if (f"{mod_name}.{p_name}" if mod_name else p_name) not in head]
 
@@ -93,51 +103,50 @@ def _outside_base_model(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 @dataclass
-class ParameterReport:
-    """Total and trainable parameter counts per category."""
+class BaseParameters:
+    """The base model's own parameters adaptkit treats apart, by name, found once per model."""
 
-    total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
-    trainable: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0))
+    norms: list[str]
+    head: list[str]
+    vocab_head: list[str]
 
-    @property
-    def total_count(self) -> int:
-        return sum(self.total.values())
-
-    @property
-    def trainable_count(self) -> int:
-        return sum(self.trainable.values())
-
-    @property
-    def trainable_percent(self) -> float:
-        return 100.0 * self.trainable_count / max(1, self.total_count)
-
-    def to_dict(self) -> dict:
-        return {"total": self.total_count, "trainable": self.trainable_count,
-                "trainable_percent": round(self.trainable_percent, 4),
-                "by_category": {c: {"total": self.total[c], "trainable": self.trainable[c]}
-                                for c in CATEGORIES}}
-
-    def __str__(self) -> str:
-        rows = [f"{'category':<12}{'trainable':>14}{'total':>14}{'% of model':>12}"]
-        for cat in CATEGORIES:
-            rows.append(f"{cat:<12}{self.trainable[cat]:>14,}{self.total[cat]:>14,}"
-                        f"{100.0 * self.trainable[cat] / max(1, self.total_count):>11.3f}%")
-        rows.append(f"{'all':<12}{self.trainable_count:>14,}{self.total_count:>14,}"
-                    f"{self.trainable_percent:>11.3f}%")
-        return "\n".join(rows)
+    def category(self, name: str) -> str:
+        if name in self.vocab_head:
+            return "vocab_head"
+        if name in self.head:
+            return "head"
+        return "layernorms" if name in self.norms else "other"
 
 
-def count_parameters(model: nn.Module) -> ParameterReport:
-    """Counts per category, each tensor once (tied weights are not counted twice); an adapter's
-    own LayerNorms and head count under LayerNorms and head, beside the base's frozen ones."""
-    categories = {n: "adapters" for n in adapter_parameter_names(model)}
-    categories.update((n, "vocab_head") for n in vocab_head_parameter_names(model))
-    categories.update((n, "head") for n in head_parameter_names(model) if n not in categories)
-    categories.update((n, "layernorms") for n in layernorm_parameter_names(model))
-    report = ParameterReport()
-    for name, param in model.named_parameters():
-        category = categories.get(name) or categories.get(base_name(name), "other")
-        report.total[category] += param.numel()
-        if param.requires_grad:
-            report.trainable[category] += param.numel()
-    return report
+def base_parameters(model: nn.Module) -> BaseParameters:
+    head, vocab = head_parameter_names(model), vocab_head_parameter_names(model)
+    return BaseParameters(norms=_norm_names(model, set(head)), head=head, vocab_head=vocab)
+
+
+#: What PEFT puts in a wrapped model's parameter names: its wrapper's prefix, the ``base_layer`` a
+#: LoRA layer holds the original in, and ``modules_to_save``'s ``original_module``.
+_PEFT_PREFIX = "base_model.model."
+_PEFT_SEGMENTS = (".base_layer.", ".original_module.")
+
+
+def own_name(name: str) -> str:
+    """A parameter's name in the base model itself, without what PEFT's wrappers add."""
+    name = name.removeprefix(_PEFT_PREFIX)
+    for segment in _PEFT_SEGMENTS:
+        name = name.replace(segment, ".")
+    return name
+
+
+def peft_parameter_ids(model: nn.Module) -> set[int]:
+    """PEFT's own tensors (LoRA matrices, ``modules_to_save`` copies): not part of the base."""
+    ids = set()
+    for module in model.modules():
+        base = getattr(module, "base_layer", None)
+        if isinstance(base, nn.Module) and hasattr(module, "adapter_layer_names"):
+            kept = {id(p) for p in base.parameters()}
+            ids.update(id(p) for p in module.parameters() if id(p) not in kept)
+        copies = getattr(module, "modules_to_save", None)
+        if isinstance(copies, nn.Module) and hasattr(module, "original_module"):
+            ids.update(id(p) for p in copies.parameters())
+    return ids
+

@@ -17,9 +17,10 @@ from torch import nn
 
 from .config import AdapterConfig, upgrade_placement
 from .errors import AdapterConfigError, AdapterError, CheckpointError
-from .hub import local_folder
-from .model import CONFIG_KEY, delete_adapter, get_state, insert_adapter, refuse_meta, set_active_adapter
+from .fetch import local_folder
+from .model import CONFIG_KEY, delete_adapter, insert_adapter, refuse_meta, set_active_adapter
 from .params import is_adaptkit_name
+from .state import get_state
 from .targets import Site
 
 _PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json"]

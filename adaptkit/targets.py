@@ -16,6 +16,7 @@ from transformers.pytorch_utils import Conv1D
 
 from .config import AdapterConfig
 from .errors import TargetModuleError
+from .params import is_adaptkit_module
 
 ATTENTION, FFN, CUSTOM = "attention", "ffn", "custom"
 #: AdapterHub's SeqBn sites: inside a post-LN block's feed-forward LayerNorm (the adapter sees
@@ -201,9 +202,11 @@ def find_blocks(model: nn.Module) -> list[str]:
 
 
 def _projections(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The model's own Linear-like projections (adapters' modules and copies are not targets)."""
     root = model.get_submodule(prefix) if prefix else model
     base = prefix + "." if prefix else ""
-    return [(base + n, m) for n, m in root.named_modules() if output_width(m) is not None]
+    return [(base + n, m) for n, m in root.named_modules()
+            if output_width(m) is not None and not is_adaptkit_module(base + n)]
 
 
 def _registry_sites(model: nn.Module, patterns: dict[str, str], kinds: tuple[str, ...]) -> list[Site]:
@@ -331,7 +334,7 @@ def _layer(block: str) -> tuple[str, str]:
 
 
 def _explicit_sites(model: nn.Module, targets: list[str]) -> list[Site]:
-    modules = dict(model.named_modules())
+    modules = {n: m for n, m in model.named_modules() if not is_adaptkit_module(n)}
     sites: dict[str, Site] = {}
     for target in targets:
         if target.startswith("re:"):

@@ -8,9 +8,11 @@ Each model runs in its own subprocess (``--worker NAME``): peak memory (VmHWM) i
 crash, an out-of-memory kill or a timeout ends that model only. Per model, with a fixed seed and
 ``model.eval()`` (dropout off): build (timed); base logits; ``add_adapter`` (Houlsby, m=64, timed)
 with checks of blocks, sites and parameter counts; ``adapters_disabled`` equals the base exactly;
-one AdamW step (gradients only where trainable, every adapter tensor moved); save (timed, size);
-``delete_adapter`` gives the base back exactly; ``load_adapter`` (timed) gives the trained logits
-back exactly. A stage that raises is recorded and skips only the stages that need it.
+one AdamW step (gradients only where trainable, every adapter tensor moved); a second adapter
+beside it and 4 threads sharing the model, each with its own routing (either adapter, the base, a
+mixed batch): every output equals the serial one exactly and every base Parameter is the same
+object with the same values; save (timed, size); ``delete_adapter`` gives the base back exactly;
+``load_adapter`` (timed) gives the trained logits back exactly. A stage that raises is recorded and skips only the stages that need it.
 
   python benchmarks/real_sizes.py                          # all, writes benchmarks/results/real_sizes.json
   python benchmarks/real_sizes.py --models bert-base t5-base --output /tmp/rs.json
@@ -42,6 +44,7 @@ from real_size_configs import MODELS  # noqa: E402  (benchmarks/ is on sys.path 
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "real_sizes.json"
 SEED, BATCH, SEQ_LEN, SIZE, LR = 0, 2, 32, 64, 1e-3
+THREAD_ROUNDS = 5  # forwards per thread in the threads stage
 ADAPTER_NAME = "task"
 AUTO_CLASSES = {"sequence-classification": "AutoModelForSequenceClassification",
                 "image-classification": "AutoModelForImageClassification",
@@ -115,6 +118,7 @@ class Worker:
             self.stage("disabled_forward", self.disabled_forward, ("add_adapter",))
             self.stage("train_step", self.train_step, ("add_adapter",))
             self.stage("after_forward", self.after_forward, ("train_step",))
+            self.stage("threads", self.threads, ("after_forward",))
             self.stage("save", self.save, ("after_forward",))
             self.stage("delete", self.delete, ("after_forward",))
             self.stage("load", self.load, ("save", "delete"))
@@ -215,6 +219,45 @@ class Worker:
 
     def after_forward(self) -> None:
         self.after = self.logits()
+
+    def threads(self) -> None:
+        """Two adapters, four threads, four routings, ROUNDS forwards each: exactly the serial outputs."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        import adaptkit
+
+        torch = self.torch
+        base = {n: (p, p.detach().clone()) for n, p in self.model.named_parameters() if n in self.base_names}
+        torch.manual_seed(SEED + 1)
+        adaptkit.add_adapter(self.model, adaptkit.AdapterConfig.houlsby(SIZE, init_std=0.05), name="other",
+                             activate=False)
+        batch = next(iter(self.inputs.values())).shape[0]
+        routings = [ADAPTER_NAME, "other", None, [ADAPTER_NAME, "other"][:batch] + [None] * (batch - 2)]
+
+        def run(routing):
+            context = (adaptkit.per_example_adapters(self.model, routing) if isinstance(routing, list)
+                       else adaptkit.using(self.model, routing))
+            with context:
+                return self.logits()
+
+        serial = [run(routing) for routing in routings]
+        start, barrier = time.perf_counter(), threading.Barrier(len(routings))
+
+        def thread(index):
+            barrier.wait()
+            return [torch.equal(run(routings[index]), serial[index]) for _ in range(THREAD_ROUNDS)]
+
+        with ThreadPoolExecutor(len(routings)) as pool:
+            equal = list(pool.map(thread, range(len(routings))))
+        self.record["threads_seconds"] = round(time.perf_counter() - start, 3)
+        adaptkit.delete_adapter(self.model, "other")
+        self.check("threads_equal_serial", all(all(t) for t in equal),
+                   unequal_by_thread=[r.count(False) for r in equal], forwards=len(routings) * THREAD_ROUNDS)
+        self.check("routings_differ", not torch.equal(serial[0], serial[1]) and not torch.equal(serial[0], serial[2]))
+        touched = [n for n, (param, values) in base.items()
+                   if self.model.get_parameter(n) is not param or not torch.equal(param.detach(), values)]
+        self.check("base_parameters_untouched", not touched, touched=touched[:5])
 
     def save(self) -> None:
         import adaptkit

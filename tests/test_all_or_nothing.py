@@ -75,7 +75,7 @@ def test_failure_half_way_through_load_removes_the_adapter(tmp_path, monkeypatch
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("adaptkit.checkpoint.load_task_values", crash)
+    monkeypatch.setattr("adaptkit.state.AdapterEntry.task_values", crash)  # after the adapter's weights
     with pytest.raises(KeyboardInterrupt):
         adaptkit.load_adapter(model, tmp_path / "rte")
     assert_unchanged(model, before)

@@ -193,7 +193,7 @@ def test_load_head_false_loads_adapter_and_layernorms_onto_another_head(tmp_path
     ("sites", [{"name": "x"}], "'sites' must be a list"),
     ("name", 3, "'name' must be a string"),
     ("config", {"size": 8, "colour": "red"}, r"adapter config is invalid \(unknown adapter config field"),
-    ("config", {"size": 8, "train_head": "yes"}, "train_head must be true or false"),
+    ("config", {"size": 8, "train_head": True}, r"adapter config is invalid \(field\(s\) \['activation'"),
 ])
 def test_malformed_config_fields_are_checkpoint_errors(saved, field, value, message):
     meta = json.loads((saved / adaptkit.CONFIG_NAME).read_text())

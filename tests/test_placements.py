@@ -76,7 +76,8 @@ def test_adapterhub_defaults_by_name():
 
 
 def test_mixed_batches_with_post_ln_pfeiffer():
-    """Rows of a mixed batch each get their adapter; with trained LayerNorms it is refused."""
+    """Rows of a mixed batch each get their adapter, also where the adapter trains the LayerNorm
+    that runs twice (each row's norm calls use its own adapter's values)."""
     model = tiny_model("bert")
     inputs = tiny_inputs(model, batch=2)
     for name in ("a", "b"):
@@ -89,9 +90,17 @@ def test_mixed_batches_with_post_ln_pfeiffer():
     with adaptkit.per_example_adapters(model, ["a", "b"]):
         mixed = logits(model, inputs)
     torch.testing.assert_close(mixed, torch.stack([alone["a"][0], alone["b"][1]]))
-    adaptkit.add_adapter(model, adaptkit.AdapterConfig.seq_bn(), name="ln")
-    with adaptkit.per_example_adapters(model, ["ln", None]), pytest.raises(adaptkit.AdapterError, match="train_layernorms"):
-        logits(model, inputs)
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.seq_bn(init_std=0.2, init="houlsby"), name="ln")
+    with torch.no_grad():  # LayerNorm values off the base's, so a base norm in either call shows
+        for param in adaptkit.model.adapter_entry(model, "ln")[1].task_values().values():
+            param.add_(torch.randn_like(param) * 0.3)
+    alone["ln"] = logits(model, inputs)
+    with adaptkit.adapters_disabled(model):
+        base = logits(model, inputs)
+    with adaptkit.per_example_adapters(model, ["ln", None]):
+        mixed = logits(model, inputs)
+    torch.testing.assert_close(mixed, torch.stack([alone["ln"][0], base[1]]))
+    assert (alone["ln"][0] - base[0]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("format_version", [1, 2])
@@ -102,7 +111,7 @@ def test_old_pfeiffer_checkpoints_load_as_houlsby_ffn(tmp_path, format_version):
     expected = logits(model, inputs)
     adaptkit.save_adapter(model, tmp_path)
     meta = json.loads((tmp_path / adaptkit.CONFIG_NAME).read_text())
-    assert meta["format_version"] == 3
+    assert meta["format_version"] == 4
     meta["format_version"], meta["config"]["placement"] = format_version, "pfeiffer"
     if format_version == 1:
         del meta["config"]["train_vocab_head"]

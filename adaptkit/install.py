@@ -1,0 +1,49 @@
+"""Adding an adapter whose tensors are already known (a checkpoint, an AdapterHub folder)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import AdapterConfig
+from .model import active_adapter, delete_adapter, insert_adapter, set_active_adapter, site_module, task_parameter_names
+from .params import BaseParameters
+from .state import get_state
+from .targets import Site
+
+
+def install_adapter(model: nn.Module, config: AdapterConfig, name: str, sites: list[Site],
+                    tensors: dict[str, torch.Tensor], activate: bool) -> str:
+    """Add the adapter and copy in its checked tensors (``adapter:<site>:<key>``,
+    ``task:<parameter>``), through the adapter's own map; on any failure the model is left as
+    it was."""
+    previous = active_adapter(model)
+    insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
+    entry = get_state(model).adapters[name]
+    try:
+        with torch.no_grad():
+            for site_name, module in entry.site_modules.items():
+                for key, value in module.state_dict().items():
+                    value.copy_(tensors[f"adapter:{site_name}:{key}"])
+            for param_name, param in entry.task_values().items():
+                param.copy_(tensors[f"task:{param_name}"])
+        if activate:
+            set_active_adapter(model, name)
+    except BaseException:
+        delete_adapter(model, name)
+        if previous is not None and active_adapter(model) != previous:
+            set_active_adapter(model, previous)
+        raise
+    return name
+
+
+def expected_shapes(model: nn.Module, config: AdapterConfig, sites: list[Site],
+                    base: BaseParameters) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape, from the modules the adapter builds at its sites (built on meta)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for site in sites:
+        module = site_module(site, config, device="meta", initialise=False)
+        shapes.update((f"adapter:{site.name}:{key}", tuple(value.shape)) for key, value in module.state_dict().items())
+    params = dict(model.named_parameters())
+    shapes.update((f"task:{n}", tuple(params[n].shape)) for n in task_parameter_names(model, config, base))
+    return shapes

@@ -1,0 +1,152 @@
+"""What adaptkit keeps beside a model: its adapters, what each owns, and who is running it.
+
+Kept on the model as a plain attribute (not a module, so it never enters a state dict). Routing
+for the calling thread lives in a context variable; the model's modules are changed only by the
+management calls (add, delete, load, set_active_adapter), which refuse while another thread is
+inside a forward or a routing context of this model.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import threading
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import AdapterConfig
+from .errors import AdapterError
+from .params import BaseParameters
+from .routing import Routing, routed_names
+from .targets import Site
+
+STATE_ATTR = "_adaptkit_state"
+_UNSET = object()
+
+
+@dataclass
+class AdapterEntry:
+    """One adapter and everything it owns, found when it is added: save, load, counting and
+    trainability read these, never the model's parameter names."""
+
+    config: AdapterConfig
+    sites: list[Site]
+    #: site name -> the adapter's module there (a bottleneck, or its own head)
+    site_modules: dict[str, nn.Module] = field(default_factory=dict)
+    #: owning module name -> the adapter's copy of that module's own parameters (norm, head)
+    own_copies: dict[str, nn.Module] = field(default_factory=dict)
+
+    @property
+    def task_modules(self) -> list[str]:
+        return list(self.own_copies)
+
+    def task_values(self) -> dict[str, nn.Parameter]:
+        """The adapter's own LayerNorm and head values, keyed by the base parameters' names."""
+        return {f"{module}.{key}" if module else key: param
+                for module, own in self.own_copies.items() for key, param in own.named_parameters()}
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for m in [*self.site_modules.values(), *self.own_copies.values()] for p in m.parameters()]
+
+
+class AdapterState:
+    """The adapters of one model, its default routing, and the threads running it."""
+
+    def __init__(self, model: nn.Module, base: BaseParameters) -> None:
+        self.adapters: dict[str, AdapterEntry] = {}
+        self.active: str | None = None
+        self.trainable: list[str] | None = None  # None: the active adapter trains
+        self.base = base
+        self.hooks: dict[str, list[torch.utils.hooks.RemovableHandle]] = {}
+        self.original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+        self._fresh_runtime(model)
+
+    def _fresh_runtime(self, model: nn.Module) -> None:
+        self.model_ref = weakref.ref(model)
+        self.routing_var: contextvars.ContextVar = contextvars.ContextVar(f"adaptkit_routing_{id(self)}",
+                                                                          default=_UNSET)
+        self.lock = threading.RLock()
+        self.forwards: Counter[int] = Counter()  # thread id -> forwards of this model in flight
+        self.contexts: Counter[int] = Counter()  # thread id -> routing contexts open
+        self.pinned: Counter[str] = Counter()  # adapter -> open contexts that route to it
+
+    def __deepcopy__(self, memo: dict) -> AdapterState:
+        """A copy of the whole model gets its own state; a copy of a part of it (PEFT's
+        ``modules_to_save`` copies a head) keeps routing with this model."""
+        model = self.model_ref()
+        if model is None or id(model) not in memo:
+            return self
+        new = AdapterState.__new__(AdapterState)
+        memo[id(self)] = new
+        runtime = {"model_ref", "routing_var", "lock", "forwards", "contexts", "pinned"}
+        for key, value in self.__dict__.items():
+            if key not in runtime:
+                setattr(new, key, copy.deepcopy(value, memo))
+        new._fresh_runtime(memo[id(model)])
+        return new
+
+    # -- routing -----------------------------------------------------------------------------
+    def current(self) -> Routing:
+        """What a forward in this thread runs now: the innermost open context's routing, else
+        the model's active adapter."""
+        routing = self.routing_var.get()
+        return self.active if routing is _UNSET else routing
+
+    def open_context(self, routing: Routing) -> contextvars.Token:
+        with self.lock:
+            self.contexts[threading.get_ident()] += 1
+            self.pinned.update(routed_names(routing))
+        return self.routing_var.set(routing)
+
+    def close_context(self, token: contextvars.Token, routing: Routing) -> None:
+        self.routing_var.reset(token)
+        with self.lock:
+            self.contexts[threading.get_ident()] -= 1
+            self.pinned.subtract(routed_names(routing))
+
+    def run_as(self, routing: Routing) -> contextvars.Token:
+        """Route this thread without opening a context (a block recomputed in backward)."""
+        return self.routing_var.set(routing)
+
+    # -- forwards in flight --------------------------------------------------------------------
+    def forward_started(self, module: nn.Module, args: tuple) -> None:  # noqa: ARG002 - hook signature
+        with self.lock:
+            self.forwards[threading.get_ident()] += 1
+
+    def forward_ended(self, module: nn.Module, args: tuple, output: object) -> None:  # noqa: ARG002
+        with self.lock:
+            self.forwards[threading.get_ident()] -= 1
+
+    def refuse_while_busy(self, action: str) -> None:
+        """Changing the model's modules while another thread runs it would change them under
+        that thread's forward (and torch's hook dicts while it iterates them): refused."""
+        me = threading.get_ident()
+        with self.lock:
+            running = sum(n for t, n in self.forwards.items() if t != me and n > 0)
+            holding = sum(n for t, n in self.contexts.items() if t != me and n > 0)
+        if running or holding:
+            what = " and ".join(part for part in (
+                f"{running} forward(s) in flight" if running else "",
+                f"{holding} routing context(s) open" if holding else "") if part)
+            raise AdapterError(
+                f"cannot {action} while other threads use this model ({what}): adding, loading, "
+                "deleting or activating adapters changes modules those threads run. Do it before "
+                "serving starts, or wait for the other threads; per-request routing needs no "
+                "change: use adaptkit.using(model, name) in each thread")
+
+    def refuse_pinned(self, name: str, action: str) -> None:
+        with self.lock:
+            count = self.pinned[name]
+        if count > 0:
+            raise AdapterError(
+                f"cannot {action} adapter {name!r}: {count} open using()/per_example_adapters "
+                "context(s) route to it, and their forwards would silently run without it. Leave "
+                "those contexts first")
+
+
+def get_state(model: nn.Module) -> AdapterState | None:
+    return getattr(model, STATE_ATTR, None)
