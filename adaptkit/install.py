@@ -44,6 +44,5 @@ def expected_shapes(model: nn.Module, config: AdapterConfig, sites: list[Site],
     for site in sites:
         module = site_module(site, config, device="meta", initialise=False)
         shapes.update((f"adapter:{site.name}:{key}", tuple(value.shape)) for key, value in module.state_dict().items())
-    params = dict(model.named_parameters())
-    shapes.update((f"task:{n}", tuple(params[n].shape)) for n in task_parameter_names(model, config, base))
+    shapes.update((f"task:{n}", tuple(model.get_parameter(n).shape)) for n in task_parameter_names(model, config, base))
     return shapes

@@ -12,7 +12,6 @@ graph, share the model safely.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -446,57 +445,64 @@ class CheckpointRouting:
     at add time and whenever ``_set_gradient_checkpointing`` runs afterwards (never during a
     forward): the wrapper notes the routing of each checkpointed call and routes the rerun with it.
     Works for reentrant and non-reentrant checkpointing alike. ``remove`` (a hook handle's
-    interface) unwraps everything.
+    interface) unwraps everything. Its pieces are plain objects, so the model still pickles.
     """
 
     def __init__(self, model: nn.Module, state: AdapterState) -> None:
         self.model, self.state = model, state
         self.wrapped: list[nn.Module] = []
-        self.setter = getattr(model, "_set_gradient_checkpointing", None)
-        if callable(self.setter):
-            @functools.wraps(self.setter)
-            def set_and_wrap(*args, **kwargs):
-                result = self.setter(*args, **kwargs)
-                self.wrap_all()
-                return result
-            model._set_gradient_checkpointing = set_and_wrap
+        if callable(getattr(model, "_set_gradient_checkpointing", None)):
+            model._set_gradient_checkpointing = _SetAndWrap(self)
         self.wrap_all()
 
     def wrap_all(self) -> None:
         for owner in self.model.modules():
             function = getattr(owner, "_gradient_checkpointing_func", None)
-            if callable(function) and not hasattr(function, "adaptkit_original"):
-                owner._gradient_checkpointing_func = self._rerun_with_forward_routing(function)
+            if callable(function) and not isinstance(function, _RerunWithForwardRouting):
+                owner._gradient_checkpointing_func = _RerunWithForwardRouting(self.state, function)
                 self.wrapped.append(owner)
-
-    def _rerun_with_forward_routing(self, original):
-        state = self.state
-
-        def checkpoint(function, *args, **kwargs):
-            routing = state.current()
-
-            def run(*inner_args, **inner_kwargs):
-                if not _in_backward():
-                    return function(*inner_args, **inner_kwargs)
-                token = state.run_as(routing)
-                try:
-                    return function(*inner_args, **inner_kwargs)
-                finally:
-                    state.routing_var.reset(token)
-
-            return original(run, *args, **kwargs)
-
-        checkpoint.adaptkit_original = original
-        return checkpoint
 
     def remove(self) -> None:
         for owner in self.wrapped:
             function = getattr(owner, "_gradient_checkpointing_func", None)
-            if hasattr(function, "adaptkit_original"):
-                owner._gradient_checkpointing_func = function.adaptkit_original
+            if isinstance(function, _RerunWithForwardRouting):
+                owner._gradient_checkpointing_func = function.original
         self.wrapped.clear()
-        if callable(self.setter) and "_set_gradient_checkpointing" in vars(self.model):
+        if isinstance(vars(self.model).get("_set_gradient_checkpointing"), _SetAndWrap):
             del self.model._set_gradient_checkpointing
+
+
+class _SetAndWrap:
+    """The model's own ``_set_gradient_checkpointing``, then the wrapping of what it set."""
+
+    def __init__(self, routing: CheckpointRouting) -> None:
+        self.routing = routing
+
+    def __call__(self, *args, **kwargs):
+        result = type(self.routing.model)._set_gradient_checkpointing(self.routing.model, *args, **kwargs)
+        self.routing.wrap_all()
+        return result
+
+
+class _RerunWithForwardRouting:
+    """A checkpointing function whose reruns in backward see the routing of their forward."""
+
+    def __init__(self, state: AdapterState, original) -> None:
+        self.state, self.original = state, original
+
+    def __call__(self, function, *args, **kwargs):
+        state, routing = self.state, self.state.current()
+
+        def run(*inner_args, **inner_kwargs):
+            if not _in_backward():
+                return function(*inner_args, **inner_kwargs)
+            token = state.run_as(routing)
+            try:
+                return function(*inner_args, **inner_kwargs)
+            finally:
+                state.routing_var.reset(token)
+
+        return self.original(run, *args, **kwargs)
 
 
 def _in_backward() -> bool:

@@ -65,14 +65,24 @@ class AdapterState:
         self.original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
         self._fresh_runtime(model)
 
-    def _fresh_runtime(self, model: nn.Module) -> None:
-        self.model_ref = weakref.ref(model)
+    def _fresh_runtime(self, model: nn.Module | None) -> None:
+        self.model_ref = weakref.ref(model) if model is not None else lambda: None
         self.routing_var: contextvars.ContextVar = contextvars.ContextVar(f"adaptkit_routing_{id(self)}",
                                                                           default=_UNSET)
         self.lock = threading.RLock()
         self.forwards: Counter[int] = Counter()  # thread id -> forwards of this model in flight
         self.contexts: Counter[int] = Counter()  # thread id -> routing contexts open
         self.pinned: Counter[str] = Counter()  # adapter -> open contexts that route to it
+
+    _RUNTIME = ("model_ref", "routing_var", "lock", "forwards", "contexts", "pinned")
+
+    def __getstate__(self) -> dict:
+        """Pickled (``torch.save(model)``) without what belongs to this process's threads."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._RUNTIME}
+
+    def __setstate__(self, values: dict) -> None:
+        self.__dict__.update(values)
+        self._fresh_runtime(None)  # the model is bound again by the next get_state
 
     def __deepcopy__(self, memo: dict) -> AdapterState:
         """A copy of the whole model gets its own state; a copy of a part of it (PEFT's
@@ -82,9 +92,8 @@ class AdapterState:
             return self
         new = AdapterState.__new__(AdapterState)
         memo[id(self)] = new
-        runtime = {"model_ref", "routing_var", "lock", "forwards", "contexts", "pinned"}
         for key, value in self.__dict__.items():
-            if key not in runtime:
+            if key not in self._RUNTIME:
                 setattr(new, key, copy.deepcopy(value, memo))
         new._fresh_runtime(memo[id(model)])
         return new
@@ -149,4 +158,7 @@ class AdapterState:
 
 
 def get_state(model: nn.Module) -> AdapterState | None:
-    return getattr(model, STATE_ATTR, None)
+    state = getattr(model, STATE_ATTR, None)
+    if state is not None and state.model_ref() is None and STATE_ATTR in vars(model):
+        state.model_ref = weakref.ref(model)  # unpickled: its model is this one
+    return state

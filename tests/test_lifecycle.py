@@ -195,3 +195,26 @@ def test_saving_from_a_model_on_meta_refuses_before_writing(tmp_path):
     with pytest.raises(adaptkit.AdapterError, match="meta device"):
         adaptkit.save_adapter(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# -- copies ----------------------------------------------------------------------------------------
+
+def test_a_deep_copy_routes_on_its_own_and_a_pickled_model_comes_back_whole():
+    import copy
+    import io
+    model = adapted("a", "b")
+    inputs = tiny_inputs(model)
+    adaptkit.set_active_adapter(model, "a")
+    on_a = logits(model, inputs)
+    twin = copy.deepcopy(model)
+    adaptkit.set_active_adapter(twin, "b")
+    adaptkit.delete_adapter(twin, "a")
+    assert torch.equal(logits(model, inputs), on_a) and set(adaptkit.list_adapters(model)) == {"a", "b"}
+    assert not torch.equal(logits(twin, inputs), on_a)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(logits(loaded, inputs), on_a)
+    with adaptkit.using(loaded, "b"):
+        assert torch.equal(logits(loaded, inputs), logits(twin, inputs))
