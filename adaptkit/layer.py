@@ -160,6 +160,7 @@ def own_copy(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     are the base's, shared as plain attributes (not registered: their parameters stay the base's)."""
     clone = copy.copy(module)
     clone.__dict__.update(nn.Module().__dict__)  # fresh parameter, buffer, module and hook dicts
+    clone.__dict__.pop("forward", None)  # the class's forward, not one set on the module (adaptkit's, accelerate's)
     clone.training = module.training
     for key, param in module._parameters.items():
         copied = None if param is None else param.detach().to(dtype or param.dtype, copy=True)
@@ -173,58 +174,93 @@ def own_copy(module: nn.Module, dtype: torch.dtype | None) -> nn.Module:
     return clone
 
 
+class RoutedForward:
+    """The forward of a module that adapters keep their own copy of (a LayerNorm, a head Linear),
+    set on the module once, when the first copy arrives: it runs the routed adapter's copy instead
+    of the module's own parameters (in a mixed batch, each adapter's copy on its rows), so the
+    module computes once. ``remove`` (a hook handle's interface) gives the module its forward back."""
+
+    def __init__(self, module: nn.Module, state) -> None:
+        self.module, self.state = module, state
+        self.inner = vars(module).get("forward")  # a forward set on the instance before (accelerate's)
+        module.forward = self
+
+    def __call__(self, *args, **kwargs):
+        routing = self.state.current()
+        if isinstance(routing, RowGroups):
+            return self._rows(routing, args, kwargs)
+        return self.for_adapter(routing)(*args, **kwargs)
+
+    def for_adapter(self, name: str | None):
+        """What the module computes for adapter ``name``: its copy's forward, or the module's own."""
+        task = getattr(self.module, TASK_ATTR, None)
+        if name is None or task is None or name not in task.values:
+            return self.base
+        return partial(_call_own, task.values[name])
+
+    def base(self, *args, **kwargs):
+        return self.inner(*args, **kwargs) if self.inner is not None else type(self.module).forward(
+            self.module, *args, **kwargs)
+
+    def _rows(self, routing: RowGroups, args: tuple, kwargs: dict):
+        output = self.base(*args, **kwargs)
+        task = getattr(self.module, TASK_ATTR, None)
+        mine = [(n, rows) for n, rows in routing.groups if task is not None and n in task.values]
+        if not mine:
+            return output
+        hidden = _first_tensor(output)
+        routing.check_rows(hidden, f"{type(self.module).__name__} (a trained LayerNorm or head)")
+        rows = [r.to(hidden.device) for _, r in mine]
+        parts = [_first_tensor(self.for_adapter(name)(*_pick(args, r, routing.size), **_pick(kwargs, r, routing.size)))
+                 for (name, _), r in zip(mine, rows)]
+        adapted = hidden.index_copy(0, torch.cat(rows), torch.cat(parts).to(hidden.dtype))
+        return (adapted,) + tuple(output[1:]) if isinstance(output, tuple) else adapted
+
+    def remove(self) -> None:
+        if vars(self.module).get("forward") is self:
+            if self.inner is None:
+                del self.module.forward
+            else:
+                self.module.forward = self.inner
+
+
 class ModuleHook:
-    """The forward hook adaptkit puts on each module it adapts: the routed adapter's copy of the
-    module (if it has one) replaces the output, then its slot's adapter applies. In a mixed batch
-    the module's output stays on rows of no adapter and each adapter's rows get its own."""
+    """The forward hook adaptkit puts on each module that holds adapters: the routed adapter
+    applies to the module's output (which the module's ``RoutedForward``, if any, already computed
+    with that adapter's copy). In a mixed batch each adapter's rows get its own."""
 
     def __init__(self, state) -> None:
         self.state = state
 
-    def __deepcopy__(self, memo: dict) -> ModuleHook:
-        return ModuleHook(copy.deepcopy(self.state, memo))
-
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        slot = getattr(module, SLOT_ATTR, None)
         routing = self.state.current()
-        if routing is None:
+        if routing is None or slot is None:
             return output
         if isinstance(routing, RowGroups):
-            return self._rows(module, routing, args, kwargs, output)
-        return self.run(module, routing, args, kwargs, output, self._only_holder(module, output))
-
-    def run(self, module: nn.Module, name: str, args: tuple, kwargs: dict, output, overwrite: bool = False):
-        """``module``'s output for adapter ``name`` (the given output where it has nothing here)."""
-        task, slot = getattr(module, TASK_ATTR, None), getattr(module, SLOT_ATTR, None)
-        own = task.values[name] if task is not None and name in task.values else None
-        adapter = slot.adapters[name] if slot is not None and name in slot.adapters else None
-        if own is None and adapter is None:
+            return self._rows(module, slot, routing, args, kwargs, output)
+        if routing not in slot.adapters:
             return output
-        norm = module.forward if own is None else partial(_call_own, own, like=_first_tensor(output))
-        if own is not None:
-            output = norm(*args, **kwargs)
-        return output if adapter is None else slot.apply(module, adapter, args, kwargs, output, norm, overwrite)
+        return slot.apply(module, slot.adapters[routing], args, kwargs, output, _norm_of(module, routing),
+                          self._only_holder(module, output))
 
-    def _rows(self, module: nn.Module, routing: RowGroups, args: tuple, kwargs: dict, output):
-        task, slot = getattr(module, TASK_ATTR, None), getattr(module, SLOT_ATTR, None)
-        mine = [(n, rows) for n, rows in routing.groups
-                if (task is not None and n in task.values) or (slot is not None and n in slot.adapters)]
+    def _rows(self, module: nn.Module, slot: AdapterSlot, routing: RowGroups, args: tuple, kwargs: dict, output):
+        mine = [(n, rows) for n, rows in routing.groups if n in slot.adapters]
         if not mine:
             return output
-        if slot is not None and slot.refuses_rows:
+        if slot.refuses_rows:
             raise AdapterError(slot.refuses_rows)
         hidden = _first_tensor(output)
         routing.check_rows(hidden, f"{type(module).__name__} (an adapted module)")
         rows = [r.to(hidden.device) for _, r in mine]
-        if task is None and type(slot) is AdapterSlot:  # deltas only: one scatter of every group's
+        if type(slot) is AdapterSlot:  # deltas only: one scatter of every group's
             deltas = [slot.adapters[n].delta(hidden[r]) for (n, _), r in zip(mine, rows)]
             adapted = hidden.index_add(0, torch.cat(rows), torch.cat(deltas).to(hidden.dtype))
         else:
-            parts = []
-            for (name, _), r in zip(mine, rows):
-                pick = partial(_pick_rows, rows=r, size=routing.size)
-                part = self.run(module, name, tuple(map(pick, args)), {k: pick(v) for k, v in kwargs.items()},
-                                pick(output))
-                parts.append(_first_tensor(part))
+            parts = [_first_tensor(slot.apply(module, slot.adapters[n], _pick(args, r, routing.size),
+                                              _pick(kwargs, r, routing.size), _pick(output, r, routing.size),
+                                              _norm_of(module, n), False))
+                     for (n, _), r in zip(mine, rows)]
             adapted = hidden.index_copy(0, torch.cat(rows), torch.cat(parts).to(hidden.dtype))
         return (adapted,) + tuple(output[1:]) if isinstance(output, tuple) else adapted
 
@@ -236,11 +272,18 @@ class ModuleHook:
                 and not nn.modules.module._global_forward_hooks and next(hooks, None) is self)
 
 
-def _call_own(own: nn.Module, *args, like: torch.Tensor, **kwargs):
+def _norm_of(module: nn.Module, name: str):
+    """The module's computation for adapter ``name`` (a renormalising slot runs it again)."""
+    routed = vars(module).get("forward")
+    return routed.for_adapter(name) if isinstance(routed, RoutedForward) else module.forward
+
+
+def _call_own(own: nn.Module, *args, **kwargs):
     """Run an adapter's copy of a module: a float32 copy beside a 16-bit model computes in float32
-    and returns the model's dtype."""
+    and returns the model's dtype (its input's)."""
     dtype = next(own.parameters()).dtype
-    if like.dtype == dtype or not like.is_floating_point():
+    like = next((a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()), None)
+    if like is None or like.dtype == dtype:
         return own(*args, **kwargs)
     cast = partial(_cast_floating, dtype=dtype)
     output = own(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
@@ -255,12 +298,14 @@ def _cast_floating(value, dtype: torch.dtype):
     return value
 
 
-def _pick_rows(value, rows: torch.Tensor, size: int):
-    """A batched tensor's rows (anything else as it is)."""
+def _pick(value, rows: torch.Tensor, size: int):
+    """A batched tensor's rows, in a tuple or dict of arguments too (anything else as it is)."""
     if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size:
         return value[rows]
     if isinstance(value, tuple):
-        return tuple(_pick_rows(v, rows, size) for v in value)
+        return tuple(_pick(v, rows, size) for v in value)
+    if isinstance(value, dict):
+        return {k: _pick(v, rows, size) for k, v in value.items()}
     return value
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from .config import PLACEMENT_VERSION, AdapterConfig
 from .errors import AdapterError
 from .head import ClassificationHead, HeadSlot
-from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, TaskSlot
+from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, RoutedForward, TaskSlot
 from .params import SLOT_ATTR, TASK_ATTR, BaseParameters, base_parameters
 from .routing import Routing, RowGroups
 from .state import STATE_ATTR, AdapterEntry, AdapterState, get_state
@@ -200,8 +200,7 @@ def adapter_dtype(base_dtype: torch.dtype, config: AdapterConfig) -> torch.dtype
 
 
 def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules: list[str]) -> None:
-    """Take adapter ``name`` out of these modules' slots; an emptied slot goes, and with the last
-    slot of a module its hook."""
+    """Take adapter ``name`` out of these modules' slots; an emptied slot goes, with what runs it."""
     for module_name in dict.fromkeys(modules):
         module = model.get_submodule(module_name)
         for attr in (SLOT_ATTR, TASK_ATTR):
@@ -212,14 +211,14 @@ def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules
             if name in owned:
                 del owned[name]
             if not owned:
+                for handle in state.hooks.pop(f"{module_name}:{attr}"):
+                    handle.remove()
                 delattr(module, attr)
-        if not hasattr(module, SLOT_ATTR) and not hasattr(module, TASK_ATTR) and module_name in state.hooks:
-            for handle in state.hooks.pop(module_name):
-                handle.remove()
 
 
 def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) -> AdapterSlot | TaskSlot:
-    """The module's slot of this kind, attached on first use (with the module's hook, once)."""
+    """The module's slot of this kind, attached on first use with what runs it: a forward hook
+    for adapters, the routed forward for copies of the module."""
     attr = TASK_ATTR if kind is TaskSlot else SLOT_ATTR
     slot = getattr(module, attr, None)
     if slot is not None and type(slot) is not kind:
@@ -228,8 +227,9 @@ def _slot(module: nn.Module, module_name: str, state: AdapterState, kind: type) 
     if slot is None:
         slot = kind()
         module.add_module(attr, slot)
-        if module_name not in state.hooks:
-            state.hooks[module_name] = [module.register_forward_hook(ModuleHook(state), with_kwargs=True)]
+        state.hooks[f"{module_name}:{attr}"] = [
+            RoutedForward(module, state) if kind is TaskSlot
+            else module.register_forward_hook(ModuleHook(state), with_kwargs=True)]
     return slot
 
 
