@@ -114,8 +114,9 @@ class AdapterState:
     def close_context(self, token: contextvars.Token, routing: Routing) -> None:
         self.routing_var.reset(token)
         with self.lock:
-            self.contexts[threading.get_ident()] -= 1
-            self.pinned.subtract(routed_names(routing))
+            _decrement(self.contexts, threading.get_ident())
+            for name in routed_names(routing):
+                _decrement(self.pinned, name)
 
     def run_as(self, routing: Routing) -> contextvars.Token:
         """Route this thread without opening a context (a block recomputed in backward)."""
@@ -128,15 +129,15 @@ class AdapterState:
 
     def forward_ended(self, module: nn.Module, args: tuple, output: object) -> None:  # noqa: ARG002
         with self.lock:
-            self.forwards[threading.get_ident()] -= 1
+            _decrement(self.forwards, threading.get_ident())
 
     def refuse_while_busy(self, action: str) -> None:
         """Changing the model's modules while another thread runs it would change them under
         that thread's forward (and torch's hook dicts while it iterates them): refused."""
         me = threading.get_ident()
         with self.lock:
-            running = sum(n for t, n in self.forwards.items() if t != me and n > 0)
-            holding = sum(n for t, n in self.contexts.items() if t != me and n > 0)
+            running = sum(n for t, n in self.forwards.items() if t != me)
+            holding = sum(n for t, n in self.contexts.items() if t != me)
         if running or holding:
             what = " and ".join(part for part in (
                 f"{running} forward(s) in flight" if running else "",
@@ -155,6 +156,13 @@ class AdapterState:
                 f"cannot {action} adapter {name!r}: {count} open using()/per_example_adapters "
                 "context(s) route to it, and their forwards would silently run without it. Leave "
                 "those contexts first")
+
+
+def _decrement(counts: Counter, key) -> None:
+    """One fewer; a key at zero goes (threads come and go in a server)."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
 
 
 def get_state(model: nn.Module) -> AdapterState | None:
