@@ -48,7 +48,7 @@ def has_mark(name: str, mark: str) -> bool:
 
 
 def is_adaptkit_name(name: str) -> bool:
-    return has_mark(name, ADAPTER_MARK) or TASK_MARK in name
+    return has_mark(name, ADAPTER_MARK) or has_mark(name, TASK_MARK)
 
 
 def is_adaptkit_module(name: str) -> bool:

@@ -193,7 +193,7 @@ def find_blocks(model: nn.Module) -> list[str]:
             continue
         if len({type(child) for child in module}) != 1:
             continue
-        if sum(output_width(m) is not None for m in module[0].modules()) < 2:
+        if sum(output_width(m) is not None for n, m in module[0].named_modules() if not is_adaptkit_module(n)) < 2:
             continue
         if any(name.startswith(outer + ".") for outer in lists):
             continue

@@ -136,3 +136,20 @@ def test_a_gate_registered_after_the_output_projection_is_not_taken_for_it():
         layer.self_attn.gate_proj = nn.Linear(16, 16)
     sites = adaptkit.resolve_sites(model, adaptkit.AdapterConfig.houlsby(4))
     assert {s.name for s in sites if s.kind == "attention"} == {"layers.0.self_attn.o_proj", "layers.1.self_attn.o_proj"}
+
+
+def test_copies_of_a_list_of_head_layers_are_not_taken_for_blocks(tmp_path):
+    """MusicGen's decoder has one head Linear per codebook in a ModuleList; an adapter's copies of
+    them (a Linear inside each Linear) must not make that list look like a stack of blocks, or the
+    checkpoint records more blocks than a fresh model has (coverage.py: crashed on load)."""
+    from transformers import MusicgenDecoderConfig, MusicgenForCausalLM
+    config = MusicgenDecoderConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128,
+                                   vocab_size=64, num_codebooks=2)
+    torch.manual_seed(0)
+    model = MusicgenForCausalLM(config).eval()
+    blocks = find_blocks(model)
+    adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(8, train_vocab_head=True))
+    assert find_blocks(model) == blocks
+    adaptkit.save_adapter(model, tmp_path)
+    torch.manual_seed(0)
+    adaptkit.load_adapter(MusicgenForCausalLM(config).eval(), tmp_path)
