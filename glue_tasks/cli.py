@@ -10,6 +10,7 @@ import logging
 import sys
 
 from .choices import CANDIDATES, DEFAULT_LR, EXTRA_CANDIDATES, LOSSES, METHODS, QUICK
+from .schedule import HELP as SCHEDULE_HELP
 from .tasks import TASKS, get_task
 
 EXAMPLES = """examples:
@@ -71,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--lora-alpha", type=int, help="LoRA scaling alpha (default 16)")
     method.add_argument("--lora-targets", nargs="+", help="LoRA target modules (default: PEFT's for the model type)")
     opt = train.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=3, help="passes over the training data")
-    opt.add_argument("--batch-size", type=int, default=32, help="per process")
+    opt.add_argument("--epochs", type=int, help="passes over the training data; " + SCHEDULE_HELP)
+    opt.add_argument("--batch-size", type=int, help="per process; " + SCHEDULE_HELP)
     opt.add_argument("--eval-batch-size", type=int, default=64, help="batch size for dev/test scoring")
     opt.add_argument("--lr", type=float, help="learning rate; default per method: "
                      + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
@@ -83,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ce; cosine: 1 - cos(f(x), onehot(y)); cosine+ce: cosine + λ·cross-entropy "
                           "(Barz & Denzler 2020). STS-B always uses MSE")
     opt.add_argument("--ce-weight", type=float, default=0.1, help="λ of cosine+ce")
+    opt.add_argument("--class-weights", choices=["balanced"],
+                     help="weigh each class's cross-entropy by rows / (classes × rows of the class), for "
+                          "unbalanced classes (default: every row weighs the same)")
+    opt.add_argument("--patience", type=int, metavar="N",
+                     help="stop when the dev score (or the --tune-fraction score) has not improved for N epochs; "
+                          "the best epoch is kept (default: train every epoch)")
     opt.add_argument("--max-train-samples", type=int, help="train on a seeded random subsample of this size")
     opt.add_argument("--keep-last-epoch", action="store_true",
                      help="keep the last epoch's model, not the epoch that scored best on dev (then no choice "
@@ -186,6 +193,10 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
                         help="map every token id but the special ones through a fixed random permutation: the "
                              "same task in a domain the pretrained model has never seen (negative-transfer check)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: torch's, one per core). On a machine other jobs keep busy, "
+                             "fewer threads are often faster; the same threads give the same bits, another count "
+                             "sums in another order")
     parser.add_argument("--default-allocator", action="store_true",
                         help="keep glibc's malloc settings; by default this process keeps freed CPU memory for "
                              "the next step (adaptkit.cpu_speed.reuse_freed_memory, glibc only: far fewer page faults per "
