@@ -29,9 +29,8 @@ def majority_score(task: Task, majority: int | None, labels_per_split: dict[str,
     """The task score of predicting the training set's majority class for every dev row."""
     if majority is None:
         return None
-    metrics = {split: compute_metrics(task, numpy.full(len(labels), majority), labels)
-               for split, labels in labels_per_split.items()}
-    return task_score(task, metrics)
+    return float(numpy.mean([task_score(task, compute_metrics(task, numpy.full(len(labels), majority), labels))
+                             for labels in labels_per_split.values()]))
 
 
 def one_class(task: Task, predictions: dict[str, dict[str, list]]) -> dict | None:

@@ -248,18 +248,26 @@ def load_base_model(model_name: str, task: Task, pretrained: bool = True, trust_
         setattr(config, name, value)
     if not pretrained:
         return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
+    with quiet_transformers():
         model, info = AutoModelForSequenceClassification.from_pretrained(
             model_name, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code,
             output_loading_info=True)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
     if announce_new_head and info["missing_keys"]:
         print(f"new classification head ({', '.join(sorted(info['missing_keys']))}): "
               "random values, trained by this run", file=sys.stderr)
     return model
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No load report from transformers: the tensors it calls missing are the head or adapters that
+    this run trains or that adaptkit restores right after."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def vocabulary_permutation(tokenizer, seed: int) -> numpy.ndarray:
