@@ -182,7 +182,7 @@ def summary_markdown(summary: dict) -> str:
     settings = summary["settings"]
     lines = [f"# {title(summary)}", "",
              f"{_trained_on(summary)}, max length {settings['max_length']}, "
-             f"{settings['epochs']} epochs at batch {settings['batch_size']}, seeds {settings['seeds']}; "
+             f"{settings.get('epochs', 'automatic')} epochs at batch {settings.get('batch_size', 'automatic')}, seeds {settings['seeds']}; "
              f"model {settings.get('model', 'default')}. Learning rates chosen per method on a held-out {TUNE_FRACTION:.0%} of "
              "the training rows (on a tie, the first candidate listed), and each run keeps its last epoch: nothing "
              f"is chosen on the dev set. Task score ({summary['metric']}) ×100 on the dev set, mean ± std over "

@@ -80,7 +80,7 @@ def test_csv_classification_trains_evaluates_and_predicts(tiny_model_dir, tmp_pa
     new.write_text('review\n"it was great, really"\nit was awful\n')  # no label column needed
     assert main(["predict", "--run-dir", str(out), "--input", str(new), "--output", str(tmp_path / "pred")]) == 0
     lines = (tmp_path / "pred" / "new-predictions.tsv").read_text().splitlines()
-    assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1"]
+    assert lines[0] == "index\tprediction\tp_meh\tp_neg\tp_pos" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1"]
     assert {line.split("\t")[1] for line in lines[1:]} <= {"meh", "neg", "pos"}
 
 
