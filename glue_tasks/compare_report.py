@@ -53,13 +53,14 @@ def write_report(plan: ComparePlan, lines: list[dict], chosen: dict[str, float |
                             else "within the spread")
     ranked = sorted(cells, key=lambda c: -c["mean"])
     grid = [line for line in lines if line.get("phase") == "grid" and "score" in line]
+    verdict = leader_verdict(ranked, metric)  # before the cells are written: it adds their versus_majority
     summary = {
         "task": cells[0]["task"], "metric": metric,
         "settings": {k: v for k, v in plan.base.items() if v is not None} | {
             "methods": plan.methods, "losses": plan.losses, "seeds": plan.seeds},
         "trained_on": trained_on(grid), "transforms": transforms(plan.base),
         "cells": [{k: v for k, v in c.items() if k not in ("predictions", "labels_per_example")} for c in ranked],
-        "winner_vs_runner_up": leader_verdict(ranked, metric), "learning_rates": tuning_table(plan, by_key, chosen), "missing": missing,
+        "winner_vs_runner_up": verdict, "learning_rates": tuning_table(plan, by_key, chosen), "missing": missing,
         "failed": failed, "run_seconds": round(sum(line.get("seconds", 0) for line in lines), 1),
         "runs_by_threads": _runs_by_threads(lines),
         "test": {"resamples": RESAMPLES, "alpha": ALPHA}, "machine": machine_info(),
@@ -102,8 +103,9 @@ def paired_cells(a: dict, b: dict, metric: str) -> dict:
 
 
 def leader_verdict(ranked: list[dict], metric: str) -> dict | None:
-    """The leader against the runner-up and against always predicting the training set's majority
-    class (classification); ``verdict`` names a winner only when it is ahead of both beyond the interval."""
+    """The leader against the runner-up and against always predicting the training set's majority class
+    (classification; every cell gets its ``versus_majority``); ``verdict`` names a winner only when the
+    leader is ahead of both beyond the interval, and says "nothing learned" when no cell beats that class."""
     if not ranked:
         return None
     leader = ranked[0]
@@ -112,13 +114,14 @@ def leader_verdict(ranked: list[dict], metric: str) -> dict | None:
         verdict |= paired_cells(leader, ranked[1], metric)
     majority = majority_class(leader.get("train_label_counts"))
     if majority is not None:
-        constant = {**leader, "name": "the majority class",
-                    "predictions": numpy.full_like(leader["predictions"], majority)}
-        verdict["versus_majority"] = paired_cells(leader, constant, metric)
-    beats_majority = verdict.get("versus_majority", {"beyond_spread": True, "low": 1})
-    beats_majority = beats_majority["beyond_spread"] and beats_majority["low"] > 0
-    verdict["verdict"] = ("nothing learned" if not beats_majority
-                          else "winner" if verdict.get("beyond_spread") else "not distinguishable")
+        for cell in ranked:
+            constant = {**cell, "name": "the majority class",
+                        "predictions": numpy.full_like(cell["predictions"], majority)}
+            cell["versus_majority"] = paired_cells(cell, constant, metric)
+        verdict["versus_majority"] = leader["versus_majority"]
+    beats = [c.get("versus_majority", {"low": 1})["low"] > 0 for c in ranked]
+    verdict["verdict"] = ("nothing learned" if not any(beats)
+                          else "winner" if beats[0] and verdict.get("beyond_spread") else "not distinguishable")
     return verdict
 
 
@@ -249,7 +252,9 @@ def verdict_text(verdict: dict) -> str:
         head = ("**Nothing learned**: no method beats always predicting the majority class beyond the interval, "
                 "so no winner is named")
     elif kind == "not distinguishable":
-        head = "**No winner**: the leader is not distinguishable from the runner-up"
+        apart = [name for name, result in (("the runner-up", verdict), ("the majority class", versus))
+                 if result and result.get("low", 1) <= 0]
+        head = f"**No winner**: the leader is not told apart from {' or from '.join(apart)}"
     else:
         head = f"**Winner: {verdict['winner']}**, ahead of the runner-up and of the majority class beyond the interval"
     return f"{head}. {against_runner_up}{against_majority}{how}"

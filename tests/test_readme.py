@@ -12,7 +12,9 @@ import pytest
 from glue_run_fixtures import write_tiny_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-EXAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+DOCS = sorted((README.parent / "docs").glob("*.md"))
+EXAMPLES = [example for page in (README, *DOCS)
+            for example in re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)]
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +22,10 @@ def tiny_model_dir(tmp_path_factory):
     return write_tiny_model(tmp_path_factory.mktemp("model"))
 
 
-def test_the_readme_has_python_examples():
-    assert len(EXAMPLES) >= 3
+def test_the_readme_has_python_examples_and_stays_a_front_door():
+    text = README.read_text(encoding="utf-8")
+    assert len(re.findall(r"```python\n", text)) >= 3 and len(text.splitlines()) <= 300
+    assert "cpu_speed" not in text  # opt-in process-wide settings: documented in docs/, not the front door
 
 
 @pytest.fixture(scope="module")
