@@ -1,7 +1,9 @@
 """One Accelerate training loop for every method: CPU, one GPU, many (``accelerate launch``).
 
 Shaped after Accelerate's ``nlp_example.py``: AdamW, 10% linear warm-up then linear decay,
-gradient accumulation, mixed precision, dev evaluation every epoch, the best epoch kept.
+gradient accumulation, mixed precision, dev evaluation every epoch, the best epoch kept. The
+default batch and epochs follow the data's size (``schedule.py``), so a few hundred rows still
+get a few hundred optimizer steps.
 Only the main process writes files.
 """
 
