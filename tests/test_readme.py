@@ -125,3 +125,15 @@ def test_readme_first_result_and_main_job_match_their_committed_run():
     text = README.read_text(encoding="utf-8")
     for run in runs.values():
         assert f"{100 * run['score']:.1f}" in text
+
+
+def test_readme_quotes_the_first_results_time_and_load_and_the_small_data_benchmark():
+    """The first result's time comes with the load it was measured under; the small-data line quotes
+    every seed of benchmarks/results/small_data_defaults.json, at 300 rows, both settings."""
+    import json
+    text = README.read_text(encoding="utf-8")
+    first = json.loads((README.parent / "benchmarks" / "results" / "readme_runs.json").read_text())["runs"]["first_result"]
+    assert f"**{first['wall_seconds']:.0f} s**" in text and f"load average {first['load_average_before']:.2f}" in text
+    table = json.loads((README.parent / "benchmarks" / "results" / "small_data_defaults.json").read_text())["table"]
+    for runs in table["300"].values():
+        assert " / ".join(f"{100 * runs[seed]['score']:.1f}" for seed in sorted(runs)) in text
