@@ -4,7 +4,7 @@ import contextlib
 
 import pytest
 
-import adaptkit
+import adaptkit.cpu_speed
 from glue_run_fixtures import MISSING_GLUE, train_on_missing_data
 from glue_tasks.train import TrainConfig
 
@@ -27,7 +27,7 @@ def test_train_runs_inside_it_unless_told_not_to(kernel, flag, field, opted_out,
     def recording():
         seen.append(True)
         yield
-    monkeypatch.setattr(adaptkit, kernel, recording)
+    monkeypatch.setattr(adaptkit.cpu_speed, kernel, recording)
     flags = [flag] if opted_out else []
     assert train_on_missing_data(tmp_path, flags) == 2  # the missing data stops the run inside the block
     assert MISSING_GLUE in capsys.readouterr().err and len(seen) == (0 if opted_out else 1)
