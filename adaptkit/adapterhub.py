@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .config import AdapterConfig
-from .errors import BaseModelMismatchError, CheckpointError
+from .errors import AdapterError, BaseModelMismatchError, CheckpointError
 from .head import refuse_beside_a_head
 from .install import install_adapter
 from .model import refuse_meta, site_module
@@ -205,6 +207,9 @@ def _load_tensors(directory: Path, safe_name: str, pickle_name: str) -> dict[str
             raise CheckpointError(f"{pickled} holds no state dict of tensors")
     except CheckpointError:
         raise
+    except pickle.UnpicklingError as exc:  # weights_only met an object whose loading would run code
+        raise CheckpointError(f"{pickled} is refused: it pickles more than tensors, and adaptkit reads pickles only "
+                              "with weights_only=True; torch's reason, whole: " + " ".join(str(exc).split())) from None
     except Exception as exc:  # safetensors and torch.load raise many types for damaged files
         raise CheckpointError(f"{safe if safe.is_file() else pickled} could not be read ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); re-save the adapter") from None
@@ -312,9 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModel
 
     from .checkpoint import save_adapter
-    model = AutoModel.from_pretrained(args.base)
-    name = load_adapterhub(model, args.source, load_head=not args.no_head)
-    save_adapter(model, args.destination, name)
+    try:
+        model = AutoModel.from_pretrained(args.base)
+        name = load_adapterhub(model, args.source, load_head=not args.no_head)
+        save_adapter(model, args.destination, name)
+    except (AdapterError, OSError, ValueError) as exc:  # one line, no traceback
+        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     print(f"wrote adapter {name!r} to {args.destination}")
     return 0
 

@@ -11,6 +11,7 @@ _EXPORTS = {
     "DataError": "records", "LoadReport": "data", "available_splits": "data", "task_features": "data",
     "load_split": "data", "load_split_with_report": "data",
     "compute_metrics": "metrics", "glue_average": "metrics", "task_score": "metrics",
+    "load_trained": "inference",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,9 +7,11 @@ import argparse
 import importlib.metadata
 import json
 import logging
+import shlex
 import sys
 
 from .choices import CANDIDATES, DEFAULT_LR, EXTRA_CANDIDATES, LOSSES, METHODS, QUICK
+from .schedule import HELP as SCHEDULE_HELP
 from .tasks import TASKS, get_task
 
 EXAMPLES = """examples:
@@ -22,6 +24,8 @@ EXAMPLES = """examples:
   adaptkit-glue eval --run-dir runs/rte
   adaptkit-glue predict --run-dir runs/rte --output submission/
   adaptkit-glue predict --run-dir runs/reviews --input new_reviews.csv --output predictions/
+  adaptkit-glue eval --run-dir runs/reviews --input labelled_reviews.csv
+  adaptkit-glue predict --adapter my-adapter/ --model BASE --input new.csv --output predictions/
 """
 
 
@@ -71,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--lora-alpha", type=int, help="LoRA scaling alpha (default 16)")
     method.add_argument("--lora-targets", nargs="+", help="LoRA target modules (default: PEFT's for the model type)")
     opt = train.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=3, help="passes over the training data")
-    opt.add_argument("--batch-size", type=int, default=32, help="per process")
+    opt.add_argument("--epochs", type=int, help="passes over the training data; " + SCHEDULE_HELP)
+    opt.add_argument("--batch-size", type=int, help="per process; " + SCHEDULE_HELP)
     opt.add_argument("--eval-batch-size", type=int, default=64, help="batch size for dev/test scoring")
     opt.add_argument("--lr", type=float, help="learning rate; default per method: "
                      + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()))
@@ -83,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ce; cosine: 1 - cos(f(x), onehot(y)); cosine+ce: cosine + λ·cross-entropy "
                           "(Barz & Denzler 2020). STS-B always uses MSE")
     opt.add_argument("--ce-weight", type=float, default=0.1, help="λ of cosine+ce")
+    opt.add_argument("--class-weights", choices=["balanced"],
+                     help="weigh each class's cross-entropy by rows / (classes × rows of the class), for "
+                          "unbalanced classes (default: every row weighs the same)")
+    opt.add_argument("--patience", type=int, metavar="N",
+                     help="stop when the dev score (or the --tune-fraction score) has not improved for N epochs; "
+                          "the best epoch is kept (default: train every epoch)")
     opt.add_argument("--max-train-samples", type=int, help="train on a seeded random subsample of this size")
     opt.add_argument("--keep-last-epoch", action="store_true",
                      help="keep the last epoch's model, not the epoch that scored best on dev (then no choice "
@@ -131,17 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ce-weight", type=float, default=0.1, help="λ of cosine+ce")
     run.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="autocast")
 
-    for name, text in (("eval", "re-score a saved run on the dev set(s) from base model + checkpoint"),
+    for name, text in (("eval", "score a saved run on its dev set(s), or a run or adapter folder on a labelled "
+                                "--input file"),
                        ("predict", "label new rows: GLUE-server submission files for a GLUE task's test "
-                                   "split, or --input FILE for a run on your own data")):
+                                   "split, or --input FILE (with each class's probability)")):
         sub = commands.add_parser(name, help=text, formatter_class=_DefaultsFormatter)
-        sub.add_argument("--run-dir", required=True, help="the --output-dir of a finished train")
+        which = sub.add_mutually_exclusive_group(required=True)
+        which.add_argument("--run-dir", help="the --output-dir of a finished train")
+        which.add_argument("--adapter", metavar="DIR",
+                           help="any adapter folder (adaptkit's, or AdapterHub's with its head) on --model, "
+                                "without a train run; needs --input")
         sub.add_argument("--data-dir", help="GLUE runs: the GLUE folder (default: the one used for training)")
-        sub.add_argument("--model", help="base model (default: the one used for training)")
+        sub.add_argument("--model", help="base model (default: the one used for training, or the one the "
+                                         "adapter folder records)")
+        sub.add_argument("--input", help="a file (.csv, .tsv, .jsonl, .parquet) with the text column(s)"
+                         + (" and the label column to score" if name == "eval" else " to label")
+                         + " (default: the run's dev split)")
         if name == "predict":
             sub.add_argument("--output", required=True, help="folder for the predictions (<TASK>.tsv for GLUE)")
-            sub.add_argument("--input", help="own-data runs: a file with the text column(s) to label "
-                                              "(default: the dev split)")
+        adapter = sub.add_argument_group("with --adapter: the file's columns and the classes")
+        adapter.add_argument("--text-columns", nargs="+", default=["text"], metavar="COLUMN",
+                             help="one text column, or two for sentence pairs")
+        if name == "eval":
+            adapter.add_argument("--label-column", default="label", help="the column of class labels")
+        adapter.add_argument("--labels", nargs="+", metavar="CLASS",
+                             help="class names in the head's order (default: AdapterHub's head's names, else "
+                                  "0, 1, ...)")
+        sub.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows of --input")
     return parser
 
 
@@ -186,6 +212,10 @@ def _add_data_and_model(parser: argparse.ArgumentParser) -> None:
                         help="map every token id but the special ones through a fixed random permutation: the "
                              "same task in a domain the pretrained model has never seen (negative-transfer check)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: torch's, one per core). On a machine other jobs keep busy, "
+                             "fewer threads are often faster; the same threads give the same bits, another count "
+                             "sums in another order")
     parser.add_argument("--default-allocator", action="store_true",
                         help="keep glibc's malloc settings; by default this process keeps freed CPU memory for "
                              "the next step (adaptkit.cpu_speed.reuse_freed_memory, glibc only: far fewer page faults per "
@@ -260,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .records import DataError
     from .runs import RunError
-    from .train import DivergenceError
+    from .train import DivergenceError, Interrupted
     if args.command in ("train", "compare") and not args.default_allocator:
         from adaptkit.cpu_speed import reuse_freed_memory
         reuse_freed_memory()
@@ -273,12 +303,33 @@ def main(argv: list[str] | None = None) -> int:
             run_compare(_compare_plan(args))
         elif args.command == "eval":
             from .inference import evaluate_run
-            print(json.dumps(evaluate_run(args.run_dir, args.data_dir, args.model), indent=2))
+            print(json.dumps(evaluate_run(args.run_dir, args.data_dir, args.model, args.input, args.adapter,
+                                          args.label_column, args.text_columns, args.labels, args.skip_bad_rows),
+                             indent=2))
         else:
             from .inference import predict_run
-            for path in predict_run(args.run_dir, args.output, args.data_dir, args.model, args.input):
+            for path in predict_run(args.run_dir, args.output, args.data_dir, args.model, args.input, args.adapter,
+                                    args.text_columns, args.labels, args.skip_bad_rows):
                 print(f"wrote {path}")
     except (DataError, RunError, AdapterError, ValueError, OSError, DivergenceError) as exc:
         print(f"adaptkit-glue: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"adaptkit-glue: interrupted: {exc}; {_resume_hint(argv, args, str(exc))}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("adaptkit-glue: interrupted before anything was saved", file=sys.stderr)
+        return 130
     return 0
+
+
+def _resume_hint(argv: list[str] | None, args: argparse.Namespace, saved: str) -> str:
+    """The exact command that continues an interrupted train (or starts it again when nothing was saved)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if args.command == "compare":
+        return "the finished runs are in its results.jsonl; continue with: adaptkit-glue " + shlex.join(words)
+    if saved.startswith("nothing"):
+        return "start again with: adaptkit-glue " + shlex.join(words)
+    if not args.resume:
+        words.append("--resume")
+    return "resume with: adaptkit-glue " + shlex.join(words)

@@ -153,11 +153,13 @@ def label_text(raw: object) -> str:
 
 def collect_rows(task: Task, file: RecordFile, text_columns: tuple[str, ...], label_column: str | None,
                  parse_label: Callable[[object], int | float], skip_bad_rows: bool,
-                 idx_column: str | None = None) -> LoadReport:
+                 idx_column: str | None = None, empty_text_is_bad: bool = False) -> LoadReport:
     """The task's columns from ``file``'s records; ``label_column`` None: an unlabelled split (-1).
 
     A bad row raises ``DataError`` naming the file and line, unless ``skip_bad_rows``: then it is
-    dropped, counted in the report and logged as a warning."""
+    dropped, counted in the report and logged as a warning. ``empty_text_is_bad``: an empty text
+    (an empty CSV cell, a JSON null, a parquet null, only spaces) is a bad row, the same in every
+    format; GLUE's own files keep theirs (QQP has a few), as the benchmarks read them."""
     file.require((*text_columns, *([label_column] if label_column else [])))
     columns: dict[str, list] = {name: [] for name in task_features(task)}
     skipped: list[str] = []
@@ -166,7 +168,7 @@ def collect_rows(task: Task, file: RecordFile, text_columns: tuple[str, ...], la
             if record.problem:
                 raise BadRow(record.problem)
             values = record.values
-            texts = [_text(values, name) for name in text_columns]
+            texts = [_text(values, name, empty_text_is_bad) for name in text_columns]
             label = parse_label(_value(values, label_column)) if label_column else -1
         except BadRow as reason:
             if not skip_bad_rows:
@@ -192,8 +194,11 @@ def _value(values: dict, column: str) -> object:
     return values[column]
 
 
-def _text(values: dict, column: str) -> str:
+def _text(values: dict, column: str, empty_is_bad: bool) -> str:
     text = _value(values, column)
+    if empty_is_bad and (text is None or isinstance(text, float) and math.isnan(text)
+                         or isinstance(text, str) and not text.strip()):
+        raise BadRow(f"the {column!r} text is empty (fix the row, or pass --skip-bad-rows to leave such rows out)")
     if not isinstance(text, str):
         raise BadRow(f"{column!r} must be text, found {text!r}")
     return text

@@ -41,3 +41,15 @@ def source_info() -> dict:
 
     return {"version": adaptkit.__version__, "git_commit": git("rev-parse", "HEAD") or None,
             "uncommitted_changes": bool(git("status", "--porcelain", "--", "adaptkit"))}
+
+
+def busy_warning(threads: int) -> str | None:
+    """A line when other work already keeps the cores busy, so this run's threads wait for them
+    (a run asking for 2 threads on 2 cores with a load of 2 can take ten times as long)."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load + threads <= cores + 0.5:
+        return None
+    free = max(1, round(cores - load))
+    return (f"the machine is busy: load average {load:.1f} on {cores} cores, and this run asks for {threads} "
+            f"threads; it will be slower than measured on an idle machine. With other jobs running, "
+            f"--threads {free} is often faster")

@@ -116,7 +116,7 @@ class OwnData:
                              f"{Path(self.train_file).name}") from None
 
         return collect_rows(self.task, file, self.task.text_fields, self.label_column if labelled else None,
-                            parse_label, self.skip_bad_rows)
+                            parse_label, self.skip_bad_rows, empty_text_is_bad=True)
 
 
 def make_own_task(train_file: str, text_columns: tuple[str, ...], label_column: str, regression: bool | None,

@@ -6,11 +6,16 @@
     lora/                PEFT checkpoint (method ``lora``)
     trained.safetensors  the tensors that trained (``top-k``, ``layernorm``)
     model/               a full ``save_pretrained`` copy (``full``, ``scratch``, ``scratch-small`` with --save-full)
+
+While it trains (and after Ctrl-C) it also holds ``train_state.safetensors`` (for ``--resume``) and,
+from the first finished epoch on, ``best/`` and ``last/``: the best and the last epoch's checkpoint,
+in the layout above (``best/adapter``...), each loadable on its own.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -20,21 +25,42 @@ from torch import nn
 import adaptkit
 from adaptkit.atomic import atomic_path
 
+from .resume import STATE_FILE
+
 RUN_CONFIG = "run_config.json"
 RESULTS = "results.json"
 PARTIAL_WEIGHTS = "trained.safetensors"
+#: Per-epoch checkpoints while a run trains; a finished run keeps only its kept epoch's.
+EPOCH_CHECKPOINTS = ("best", "last")
 
 
 class RunError(ValueError):
     """A run directory is missing, incomplete, or would be overwritten."""
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse to write into a non-empty directory unless told to."""
+def check_output_dir(path: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to write into a non-empty directory unless told to; one holding an interrupted run's
+    state points to --resume first (--overwrite would throw its progress away)."""
     if path.exists() and not path.is_dir():
         raise RunError(f"--output-dir {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise RunError(f"--output-dir {path} is not empty; choose another directory or pass --overwrite")
+    if overwrite or resume or not path.is_dir() or not any(path.iterdir()):
+        return
+    if (path / STATE_FILE).is_file():
+        raise RunError(f"--output-dir {path} holds an interrupted run ({STATE_FILE}): add --resume to continue it "
+                       "with the same arguments, or pass --overwrite to start again and lose its progress")
+    raise RunError(f"--output-dir {path} is not empty; choose another directory or pass --overwrite")
+
+
+def save_epoch_checkpoint(model: nn.Module, method: str, output_dir: Path, save_full: bool, best: bool) -> None:
+    """The epoch just finished, as ``last/`` (and ``best/`` when it is the best so far); each folder is
+    written beside its old copy and then swapped in, so a kill leaves one whole checkpoint."""
+    for which in ("last", "best") if best else ("last",):
+        staging = output_dir / f".{which}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        if save_trained(model, method, staging, save_full) is None:
+            return  # full/scratch without --save-full keep no checkpoint
+        shutil.rmtree(output_dir / which, ignore_errors=True)
+        staging.rename(output_dir / which)
 
 
 def save_trained(model: nn.Module, method: str, output_dir: Path, save_full: bool) -> str | None:

@@ -1,7 +1,9 @@
 """One Accelerate training loop for every method: CPU, one GPU, many (``accelerate launch``).
 
 Shaped after Accelerate's ``nlp_example.py``: AdamW, 10% linear warm-up then linear decay,
-gradient accumulation, mixed precision, dev evaluation every epoch, the best epoch kept.
+gradient accumulation, mixed precision, dev evaluation every epoch, the best epoch kept. The
+default batch and epochs follow the data's size (``schedule.py``), so a few hundred rows still
+get a few hundred optimizer steps.
 Only the main process writes files.
 """
 
@@ -11,6 +13,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -40,13 +43,17 @@ from adaptkit.atomic import write_json_atomic
 from .data import HELD_OUT, GlueData, carve
 from .own_data import OwnData, make_own_task, task_name
 from .records import file_format
-from .losses import TaskLoss
-from .machine import machine_info
+from .losses import TaskLoss, balanced_weights, check_class_weights
 from .choices import DEFAULT_LR
 from .methods import FROM_SCRATCH, SMALL_SCRATCH, MethodSpec, apply_method
 from .resume import STATE_FILE, Progress, load_train_state, save_train_state
 from .metrics import compute_metrics, task_score
-from .runs import RESULTS, RUN_CONFIG, check_output_dir, copy_into, save_trained
+from .runs import (
+    EPOCH_CHECKPOINTS, RESULTS, RUN_CONFIG, check_output_dir, copy_into, save_epoch_checkpoint, save_trained,
+)
+from .schedule import Schedule, schedule
+from .learned import majority_class, majority_score, one_class, one_class_warning
+from .machine import busy_warning, machine_info
 from .tasks import Task, get_task, own_task
 
 HUB_DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -77,8 +84,8 @@ class TrainConfig:
     regression: bool | None = None  # None: regression when the labels are non-integer numbers
     metric: str | None = None  # own classification data: accuracy (default), macro_f1, f1_accuracy, matthews
     labels: list[str] | None = None  # own data: the classes found in the training file, in id order
-    epochs: int = 3
-    batch_size: int = 32
+    epochs: int | None = None  # None: the small-data default (schedule.py)
+    batch_size: int | None = None  # None: the small-data default (schedule.py)
     eval_batch_size: int = 64
     lr: float | None = None  # None: the method's default
     weight_decay: float = 0.0
@@ -91,6 +98,9 @@ class TrainConfig:
     keep_last_epoch: bool = False  # keep the last epoch, not the best on dev: no choice is made on the dev set
     loss: str = "ce"
     ce_weight: float = 0.1
+    class_weights: str | None = None  # "balanced": cross-entropy weighted by rows / (classes × rows of the class)
+    patience: int | None = None  # stop when the dev (or held-out) score has not improved for this many epochs
+    threads: int | None = None  # torch CPU threads; None: torch's default, one per core (recorded as resolved)
     mixed_precision: str = "no"
     seed: int = 42
     cpu: bool = False
@@ -111,8 +121,8 @@ class TrainConfig:
         if Path(self.model).exists():
             self.model = str(Path(self.model).resolve())
         self.lr = self.lr if self.lr is not None else DEFAULT_LR[self.method.name]
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length"):
-            if getattr(self, name) < 1:
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length", "patience", "threads"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be > 0, got {self.lr}")
@@ -124,8 +134,13 @@ class TrainConfig:
             self._check_glue()
         else:
             self._check_own_data()
+        if self.patience is not None and self.keep_last_epoch:
+            raise ValueError("--patience stops at the best epoch so far; --keep-last-epoch keeps the last: drop one")
+        self.threads = self.threads or torch.get_num_threads()
         task = self.task_definition()
         TaskLoss(self.loss, task.num_labels, task.is_regression)
+        if self.class_weights is not None:
+            check_class_weights(self.class_weights, self.loss, task.is_regression)
 
     def _check_glue(self) -> None:
         if self.task is None:
@@ -176,7 +191,7 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The settings a resumed run must share with the run it continues."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("overwrite", "resume", "save_every")}
+        return {k: v for k, v in self.to_dict().items() if k not in ("overwrite", "resume", "save_every", "threads")}
 
     @classmethod
     def canonical_identity(cls, saved: dict) -> dict:
@@ -235,18 +250,26 @@ def load_base_model(model_name: str, task: Task, pretrained: bool = True, trust_
         setattr(config, name, value)
     if not pretrained:
         return AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
+    with quiet_transformers():
         model, info = AutoModelForSequenceClassification.from_pretrained(
             model_name, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code,
             output_loading_info=True)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
     if announce_new_head and info["missing_keys"]:
         print(f"new classification head ({', '.join(sorted(info['missing_keys']))}): "
               "random values, trained by this run", file=sys.stderr)
     return model
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No load report from transformers: the tensors it calls missing are the head or adapters that
+    this run trains or that adaptkit restores right after."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def vocabulary_permutation(tokenizer, seed: int) -> numpy.ndarray:
@@ -339,6 +362,7 @@ class TrainingData:
     train_label_counts: dict[str, int] | None  # classification: training examples per class
     dev_examples: dict[str, int]
     skipped_rows: int
+    schedule: Schedule
 
 
 def eval_loader(data, tokenizer, task: Task, cfg: TrainConfig) -> DataLoader:
@@ -361,17 +385,17 @@ def load_training_data(cfg: TrainConfig, task: Task, accelerator: Accelerator) -
     else:  # choosing settings: the dev set stays unseen
         train_data, held_out = carve(train_data, cfg.tune_fraction, stratify=not task.is_regression)
         dev_data = {HELD_OUT: held_out}
+    plan = schedule(len(train_data), cfg.batch_size, cfg.epochs, cfg.grad_accum)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     with accelerator.main_process_first():
         train_loader = make_loader(tokenize(train_data, tokenizer, task, cfg.max_length, cfg.permute_vocabulary),
-                                   tokenizer,
-                                   cfg.batch_size, shuffle=True, seed=cfg.seed)
+                                   tokenizer, plan.batch_size, shuffle=True, seed=cfg.seed)
         dev_loaders = {s: eval_loader(d, tokenizer, task, cfg) for s, d in dev_data.items()}
     counts = None if task.is_regression else \
         {name: int(count) for name, count in zip(task.label_names, numpy.bincount(train_data["label"],
                                                                                  minlength=task.num_labels))}
     return TrainingData(train_loader, dev_loaders, len(train_data), counts, {s: len(d) for s, d in dev_data.items()},
-                        train_report.n_skipped)
+                        train_report.n_skipped, plan)
 
 
 @dataclass
@@ -384,6 +408,7 @@ class TrainingLoop:
     scheduler: AcceleratedScheduler
     accelerator: Accelerator
     cfg: TrainConfig
+    epochs: int
     save_state: Callable[[], None]
     state_path: Path
 
@@ -392,7 +417,7 @@ class TrainingLoop:
         self.model.train()
         loader.set_epoch(epoch)
         batches = self.accelerator.skip_first_batches(loader, progress.batch) if progress.batch else loader
-        bar = tqdm(batches, desc=f"epoch {epoch}/{self.cfg.epochs}", initial=progress.batch, total=len(loader),
+        bar = tqdm(batches, desc=f"epoch {epoch}/{self.epochs}", initial=progress.batch, total=len(loader),
                    leave=False, disable=not self.accelerator.is_local_main_process)
         for batch in bar:
             loss = self._step(batch, progress, epoch)
@@ -418,10 +443,16 @@ class TrainingLoop:
         return loss.item()
 
 
+class Interrupted(Exception):
+    """Ctrl-C during training; the message says what was saved."""
+
+
 def train(cfg: TrainConfig) -> dict:
     """Fine-tune ``cfg.task`` with ``cfg.method``; returns (and on the main process writes) the results.
-    A run that fails before writing anything leaves no empty output directory behind."""
+    A run that fails before writing anything leaves no empty output directory behind; Ctrl-C raises
+    ``Interrupted`` saying what the finished epochs left."""
     output_dir = Path(cfg.output_dir)
+    torch.set_num_threads(cfg.threads)
     accelerator = make_accelerator(
         cfg.cpu, mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed))
@@ -430,15 +461,30 @@ def train(cfg: TrainConfig) -> dict:
                          "use --mixed-precision bf16 on the CPU")
     created = not output_dir.exists()
     if accelerator.is_main_process:
-        check_output_dir(output_dir, cfg.overwrite or cfg.resume)
+        check_output_dir(output_dir, cfg.overwrite, cfg.resume)
         output_dir.mkdir(parents=True, exist_ok=True)
+        busy = accelerator.device.type == "cpu" and busy_warning(cfg.threads)
+        if busy:
+            print(busy, file=sys.stderr)
     try:
         with cpu_kernels(cfg.torch_dropout, cfg.torch_attention):
             return _train(cfg, accelerator, output_dir)
-    except BaseException:
+    except KeyboardInterrupt:
+        raise Interrupted(_what_was_saved(output_dir)) from None
+    finally:
         if created and accelerator.is_main_process and output_dir.is_dir() and not any(output_dir.iterdir()):
             output_dir.rmdir()
-        raise
+
+
+def _what_was_saved(output_dir: Path) -> str:
+    """The state and checkpoints the finished epochs left, or that nothing was saved."""
+    state = output_dir / STATE_FILE
+    if not state.is_file():
+        return "nothing was saved: no epoch had finished"
+    saved = [f"the training state in {state}"] + [
+        f"the {which} epoch's model in {output_dir / which}" for which in EPOCH_CHECKPOINTS
+        if (output_dir / which).is_dir()]
+    return "saved " + ", ".join(saved)
 
 
 @contextlib.contextmanager
@@ -458,25 +504,28 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
     set_seed(cfg.seed)
     started = time.perf_counter()
     data = load_training_data(cfg, task, accelerator)
+    plan = data.schedule
 
     model = load_base_model(cfg.model, task, pretrained=cfg.method.name not in FROM_SCRATCH,
                             trust_remote_code=cfg.trust_remote_code,
                             shape=SMALL_SCRATCH if cfg.method.name == "scratch-small" else None)
     model = apply_method(model, cfg.method)
     parameters = adaptkit.count_parameters(model)
-    loss_fn = TaskLoss(cfg.loss, task.num_labels, task.is_regression, cfg.ce_weight)
+    weights = balanced_weights(list(data.train_label_counts.values())) if cfg.class_weights else None
+    loss_fn = TaskLoss(cfg.loss, task.num_labels, task.is_regression, cfg.ce_weight, weights)
     trainable = [p for p in model.parameters() if p.requires_grad] + list(loss_fn.parameters())
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = math.ceil(len(data.train_loader) / cfg.grad_accum) * cfg.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * plan.steps), plan.steps)
 
     loss_fn.to(accelerator.device)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, data.train_loader, scheduler)
     dev_loaders = {s: accelerator.prepare(loader) for s, loader in data.dev_loaders.items()}
     log = accelerator.print
-    log(f"{task.name} · {cfg.method.label()} · {parameters.trainable_count:,} trainable parameters "
-        f"({parameters.trainable_percent:.2f}% of {parameters.total_count:,}) · {data.train_examples:,} train examples"
-        + (f" ({data.skipped_rows} bad rows skipped)" if data.skipped_rows else ""))
+    log(f"{task.name} · {task_kind(task)} · {cfg.method.label()} · {parameters.trainable_count:,} trainable "
+        f"parameters ({parameters.trainable_percent:.2f}% of {parameters.total_count:,}) · "
+        f"{data.train_examples:,} train examples"
+        + (f" ({data.skipped_rows} bad rows skipped)" if data.skipped_rows else "")
+        + f" · {plan.describe()} · {cfg.threads} threads")
 
     state_path = output_dir / STATE_FILE
     modules = {"model": accelerator.unwrap_model(model), "loss": loss_fn}
@@ -490,30 +539,49 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
         if accelerator.is_main_process:
             save_train_state(state_path, modules, optimizer, scheduler, progress, best_state, cfg.identity())
 
-    loop = TrainingLoop(model, loss_fn, optimizer, scheduler, accelerator, cfg, save_state, state_path)
-    for epoch in range(progress.epoch, cfg.epochs + 1):
+    majority = majority_class(data.train_label_counts)
+    loop = TrainingLoop(model, loss_fn, optimizer, scheduler, accelerator, cfg, plan.epochs, save_state, state_path)
+    stopped_early = None
+    for epoch in range(progress.epoch, plan.epochs + 1):
         epoch_start = time.perf_counter()
         loop.run_epoch(train_loader, progress, epoch)
         dev, predictions = evaluate_splits(model, dev_loaders, task, accelerator)
         record = {"epoch": epoch, "train_loss": float(numpy.mean(progress.epoch_losses)), "dev": dev,
-                  "score": task_score(task, dev), "seconds": round(time.perf_counter() - epoch_start, 2)}
+                  "score": task_score(task, dev),
+                  "majority_score": majority_score(task, majority, {s: numpy.array(p["label"])
+                                                                    for s, p in predictions.items()}),
+                  "seconds": round(time.perf_counter() - epoch_start, 2)}
         progress.history.append(record)
         improved = cfg.keep_last_epoch or progress.best is None or record["score"] > progress.best["score"]
         if improved:
             progress.best, best_state = {**record, "predictions": predictions}, _snapshot(accelerator.unwrap_model(model))
-        log(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  {_format_metrics(dev)}"
-            f"{('  (kept)' if cfg.keep_last_epoch else '  (best)') if improved else ''}  {record['seconds']:.0f}s")
+        log(f"epoch {epoch}/{plan.epochs}  loss {record['train_loss']:.4f}  {_format_metrics(dev)}"
+            f"{_majority_note(record)}{('  (kept)' if cfg.keep_last_epoch else '  (best)') if improved else ''}"
+            f"  {record['seconds']:.0f}s")
         progress.epoch, progress.batch, progress.epoch_losses = epoch + 1, 0, []
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(model)
+            save_epoch_checkpoint(unwrapped, cfg.method.name, output_dir, cfg.save_full, best=improved)
         save_state()
+        since_best = epoch - progress.best["epoch"]
+        if cfg.patience is not None and since_best >= cfg.patience and epoch < plan.epochs:
+            stopped_early = epoch
+            log(f"no improvement on the best epoch ({progress.best['epoch']}) for {since_best} epochs: "
+                f"stopping early (--patience {cfg.patience})")
+            break
     best = progress.best
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     copy_into(unwrapped, best_state)
+    found = one_class(task, best["predictions"])
     results = {
         "task": task.name, "labels": task.label_names and list(task.label_names), "method": cfg.method.relevant(), "label": cfg.method.label(), "model": cfg.model,
-        "seed": cfg.seed, "loss": cfg.loss, "lr": cfg.lr, "epochs": cfg.epochs,
+        "seed": cfg.seed, "loss": cfg.loss, "lr": cfg.lr, "epochs": plan.epochs, "batch_size": plan.batch_size,
+        "schedule": plan.to_dict(), "patience": cfg.patience, "stopped_early": stopped_early,
+        "class_weights": weights and dict(zip(task.label_names, weights)),
         "parameters": parameters.to_dict(), "best_epoch": best["epoch"], "dev": best["dev"], "score": best["score"],
+        "majority_score": best.get("majority_score"), "one_class": found,
         "history": progress.history, "dev_predictions": best["predictions"],
         "tune_fraction": cfg.tune_fraction, "train_examples": data.train_examples,
         "train_label_counts": data.train_label_counts, "dev_examples": data.dev_examples,
@@ -526,10 +594,27 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
         results["checkpoint"] = save_trained(unwrapped, cfg.method.name, output_dir, cfg.save_full)
         write_json_atomic(output_dir / RUN_CONFIG, cfg.to_dict())
         write_json_atomic(output_dir / RESULTS, results)
-        state_path.unlink(missing_ok=True)  # the run is complete: the results replace the state
+        # The run is complete: the results and the kept checkpoint replace the state and the epochs' copies.
+        state_path.unlink(missing_ok=True)
+        for which in EPOCH_CHECKPOINTS:
+            shutil.rmtree(output_dir / which, ignore_errors=True)
         written = sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*") if p.is_file())
-        log(f"best epoch {best['epoch']}: {_format_metrics(best['dev'])} (score {100 * best['score']:.2f}) · "
-            f"{parameters.trainable_count:,} trainable parameters · {results['wall_seconds'] / 60:.1f} min\n"
+        log(f"best epoch {best['epoch']}: {_format_metrics(best['dev'])}{_majority_note(best)} "
+            f"(score {100 * best['score']:.2f}) · {parameters.trainable_count:,} trainable parameters · "
+            f"{results['wall_seconds'] / 60:.1f} min\n"
             f"wrote {output_dir}: {', '.join(written)}")
+        if found:
+            log(one_class_warning(found, best["score"], best.get("majority_score")))
     accelerator.wait_for_everyone()
     return results
+
+
+def task_kind(task: Task) -> str:
+    """What the run predicts, said at its start: classification with its classes, or regression."""
+    if task.is_regression:
+        return "regression"
+    return f"classification, {task.num_labels} classes ({', '.join(task.label_names)})"
+
+
+def _majority_note(record: dict) -> str:
+    return "" if record.get("majority_score") is None else f" (majority class {100 * record['majority_score']:.2f})"

@@ -38,7 +38,7 @@ def test_compare_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
             "--losses", "ce", "cosine", "--seeds", "2", "--epochs", "1", "--max-length", "32"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "# compare: reviews" in printed and "Winner:" in printed and "Training examples per class: bad" in printed
+    assert "# compare: reviews" in printed and "trained on 54 rows (bad 30, good 24)" in printed
     lines = read_lines(out / "results.jsonl")
     tune = [line for line in lines if line["phase"] == "tune"]
     grid = [line for line in lines if line["phase"] == "grid"]
@@ -72,6 +72,8 @@ def test_compare_end_to_end_and_resume(tiny_model_dir, tmp_path, capsys):
     ranked = sorted(cells.values(), key=lambda c: -c["mean"])
     assert verdict["winner"] == ranked[0]["name"] and verdict["runner_up"] == ranked[1]["name"]
     assert verdict["low"] <= verdict["difference"] <= verdict["high"] and verdict["resamples"] == 10_000
+    named = verdict["low"] > 0 and verdict["versus_majority"]["low"] > 0  # ahead of both beyond the interval
+    assert (verdict["verdict"] == "winner") == named and ("**Winner:" in printed) == named
     assert (out / "summary.md").is_file() and (out / "score_vs_params.png").stat().st_size > 1000
     moved = tmp_path / "elsewhere.csv"  # the ledger follows the data's content, not its path
     (tmp_path / "reviews.csv").rename(moved)

@@ -4,7 +4,7 @@ import contextlib
 
 import pytest
 
-import adaptkit
+import adaptkit.cpu_speed
 from glue_run_fixtures import MISSING_GLUE, train_on_missing_data
 from glue_tasks.train import TrainConfig
 

@@ -84,7 +84,7 @@ def test_help_imports_neither_torch_nor_datasets():
             "    pass\nprint(sorted(m for m in ('torch', 'datasets', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("[]"), out[-300:]
-    assert "--epochs EPOCHS" in out and "(default: 3)" in out
+    assert "--epochs EPOCHS" in out and "300 optimizer steps" in " ".join(out.split())
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -113,4 +113,4 @@ def test_failed_run_leaves_no_empty_output_dir_and_predict_falls_back_to_dev(tin
     assert main(["predict", "--run-dir", str(run), "--output", str(tmp_path / "pred")]) == 0
     assert "predicting the dev split (validation) instead" in capfd.readouterr().err
     lines = (tmp_path / "pred" / "RTE-validation.tsv").read_text().splitlines()
-    assert lines[0] == "index\tprediction" and len(lines) == 17
+    assert lines[0] == "index\tprediction\tp_entailment\tp_not_entailment" and len(lines) == 17

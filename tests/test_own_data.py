@@ -80,7 +80,7 @@ def test_csv_classification_trains_evaluates_and_predicts(tiny_model_dir, tmp_pa
     new.write_text('review\n"it was great, really"\nit was awful\n')  # no label column needed
     assert main(["predict", "--run-dir", str(out), "--input", str(new), "--output", str(tmp_path / "pred")]) == 0
     lines = (tmp_path / "pred" / "new-predictions.tsv").read_text().splitlines()
-    assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1"]
+    assert lines[0] == "index\tprediction\tp_meh\tp_neg\tp_pos" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1"]
     assert {line.split("\t")[1] for line in lines[1:]} <= {"meh", "neg", "pos"}
 
 
@@ -310,8 +310,8 @@ def test_regression_predictions_keep_their_precision_except_on_the_glue_server_f
     from glue_tasks.tasks import get_task
 
     predictions = numpy.array([0.000123456, 5.4321, -0.25], dtype=numpy.float32)
-    own = _submission(own_task("tiny", ("text",), None), [0, 1, 2], predictions).splitlines()[1:]
+    own = _submission(own_task("tiny", ("text",), None), [0, 1, 2], predictions[:, None], True).splitlines()[1:]
     parsed = numpy.array([float(row.split("\t")[1]) for row in own], dtype=numpy.float32)
     assert numpy.array_equal(parsed, predictions)  # read back as float32: the very values
-    glue = _submission(get_task("stsb"), [0, 1, 2], predictions).splitlines()[1:]
+    glue = _submission(get_task("stsb"), [0, 1, 2], predictions[:, None], False).splitlines()[1:]
     assert [row.split("\t")[1] for row in glue] == ["0.000", "5.000", "0.000"]  # STS-B's 0-5, 3 decimals
