@@ -9,18 +9,16 @@ classification head as the adapter's own head; every other method, field value a
 refused by name. Pickles are read with ``torch.load(weights_only=True)`` only. AdapterHub records
 no sample of the base's weights, so only the base's type, width, depth and head kind are checked.
 
-As a command: ``adaptkit-from-adapterhub SRC DST --base MODEL`` (or ``python -m adaptkit.adapterhub``)
-writes an adaptkit checkpoint.
+As a command: ``adaptkit-from-adapterhub SRC DST --base MODEL`` (``adaptkit.convert``) writes an
+adaptkit checkpoint.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pickle
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .config import AdapterConfig
-from .errors import AdapterError, BaseModelMismatchError, CheckpointError
+from .errors import BaseModelMismatchError, CheckpointError
 from .head import refuse_beside_a_head
 from .install import install_adapter
 from .model import refuse_meta, site_module
@@ -304,29 +302,3 @@ def _check_shapes(module: nn.Module, tensors: dict[str, torch.Tensor], path: Pat
     if expected != got:
         raise CheckpointError(f"{path}: {where} holds {got}, adaptkit expects {expected} from its config; "
                               "the file does not match its adapter_config.json/head_config.json")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Convert an AdapterHub folder into an adaptkit checkpoint (for ``adaptkit.load_adapter``)."""
-    parser = argparse.ArgumentParser(prog="adaptkit-from-adapterhub", description=main.__doc__)
-    parser.add_argument("source", help="a folder written by AdapterHub's save_adapter")
-    parser.add_argument("destination", help="the adaptkit checkpoint folder to write")
-    parser.add_argument("--base", required=True, help="the base model (folder or Hub id) the adapter was trained on")
-    parser.add_argument("--no-head", action="store_true", help="leave AdapterHub's head out")
-    args = parser.parse_args(argv)
-    from transformers import AutoModel
-
-    from .checkpoint import save_adapter
-    try:
-        model = AutoModel.from_pretrained(args.base)
-        name = load_adapterhub(model, args.source, load_head=not args.no_head)
-        save_adapter(model, args.destination, name)
-    except (AdapterError, OSError, ValueError) as exc:  # one line, no traceback
-        print(f"{parser.prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    print(f"wrote adapter {name!r} to {args.destination}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from seed_claims import write_stsb6  # noqa: E402
 
-from glue_tasks.compare import ComparePlan  # noqa: E402
+from glue_tasks.compare_plan import ComparePlan  # noqa: E402
 from glue_tasks.compare_report import write_report  # noqa: E402
 from glue_tasks.ledger import read_lines  # noqa: E402
 

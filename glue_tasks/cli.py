@@ -262,7 +262,8 @@ def _config_fields(args: argparse.Namespace, *leave_out: str) -> dict:
 def _compare_plan(args: argparse.Namespace):
     from pathlib import Path
 
-    from .compare import ComparePlan, lrs_from
+    from .compare import lrs_from
+    from .compare_plan import ComparePlan
     from .train import TrainConfig
 
     preset = QUICK if args.preset == "quick" else {}

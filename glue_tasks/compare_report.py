@@ -14,7 +14,7 @@ import numpy
 
 from adaptkit.atomic import write_json_atomic, write_text_atomic
 
-from .compare import BASELINE, TUNE_FRACTION, ComparePlan, run_key
+from .compare_plan import BASELINE, TUNE_FRACTION, ComparePlan, run_key
 from .learned import ONE_CLASS_SHARE, majority_class
 from .machine import machine_info
 from .significance import ALPHA, RESAMPLES, paired_bootstrap

@@ -273,7 +273,7 @@ def test_the_converter_and_unsafe_pickles_fail_in_one_whole_line(tmp_path, capsy
     with pytest.raises(CheckpointError) as refused:
         _load_tensors(tmp_path, "adapter.safetensors", "pytorch_adapter.bin")
     assert "arbitrary code execution" in str(refused.value) and "\n" not in str(refused.value)
-    from adaptkit.adapterhub import main as convert
+    from adaptkit.convert import main as convert
     assert convert([str(tmp_path / "missing"), str(tmp_path / "out"), "--base", str(tmp_path / "no-base")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("adaptkit-from-adapterhub: error:")
