@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
 import adaptkit
-from adaptkit import adapterhub
+from adaptkit import adapterhub, convert
 from benchmarks import adapterhub_compat as compat
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = sorted(p.name for p in FIXTURES.glob("adapterhub_*"))
@@ -63,7 +63,7 @@ def test_converter_command_writes_an_adaptkit_checkpoint(tmp_path):
     folder = FIXTURES / "adapterhub_bert_seq_bn"
     expected = load_file(str(folder / "expected.safetensors"))
     base_of(folder).save_pretrained(tmp_path / "base")
-    assert adapterhub.main([str(folder), str(tmp_path / "converted"), "--base", str(tmp_path / "base")]) == 0
+    assert convert.main([str(folder), str(tmp_path / "converted"), "--base", str(tmp_path / "base")]) == 0
     meta = json.loads((tmp_path / "converted" / adaptkit.CONFIG_NAME).read_text())
     assert meta["config"]["placement"] == "pfeiffer" and meta["config"]["head"]["type"] == "classification"
     model = base_of(folder)
