@@ -30,10 +30,12 @@ class RowGroups:
         if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != self.size:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise AdapterError(
-                f"per_example_adapters names {self.size} examples, but {where} gave {shape}: "
-                "mixed batches need the batch first and unexpanded. Beam "
-                "search and num_return_sequences > 1 expand it: decode greedily, or run one "
-                "adapter at a time")
+                f"per_example_adapters names {self.size} examples, but {where} gave {shape}: mixed "
+                "batches need every adapted module's output batch-first and unexpanded. A tensor the "
+                "whole batch shares (DeBERTa's relative position embeddings, which a trained LayerNorm "
+                "normalises) cannot be split by example: run one adapter at a time (adaptkit.using), "
+                "or mix adapters that leave that module frozen (train_layernorms=False). Beam search and "
+                "num_return_sequences > 1 expand the batch: decode greedily")
 
     @property
     def names(self) -> tuple[str, ...]:

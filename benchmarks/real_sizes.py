@@ -221,7 +221,9 @@ class Worker:
         self.after = self.logits()
 
     def threads(self) -> None:
-        """Two adapters, four threads, four routings, ROUNDS forwards each: exactly the serial outputs."""
+        """Two adapters, four threads, four routings, THREAD_ROUNDS forwards each: exactly the serial
+        outputs. A mixed batch adaptkit refuses on this model (a trained norm of a tensor the batch
+        shares) is recorded and left out."""
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
@@ -241,17 +243,24 @@ class Worker:
             with context:
                 return self.logits()
 
-        serial = [run(routing) for routing in routings]
-        start, barrier = time.perf_counter(), threading.Barrier(len(routings))
+        try:
+            serial = [run(routing) for routing in routings[:3]]
+            try:
+                serial.append(run(routings[3]))
+            except adaptkit.AdapterError as exc:
+                self.record["threads_mixed_batch_refused"] = str(exc)[:MESSAGE_CHARS]
+                routings = routings[:3]
+            start, barrier = time.perf_counter(), threading.Barrier(len(routings))
 
-        def thread(index):
-            barrier.wait()
-            return [torch.equal(run(routings[index]), serial[index]) for _ in range(THREAD_ROUNDS)]
+            def thread(index):
+                barrier.wait()
+                return [torch.equal(run(routings[index]), serial[index]) for _ in range(THREAD_ROUNDS)]
 
-        with ThreadPoolExecutor(len(routings)) as pool:
-            equal = list(pool.map(thread, range(len(routings))))
-        self.record["threads_seconds"] = round(time.perf_counter() - start, 3)
-        adaptkit.delete_adapter(self.model, "other")
+            with ThreadPoolExecutor(len(routings)) as pool:
+                equal = list(pool.map(thread, range(len(routings))))
+            self.record["threads_seconds"] = round(time.perf_counter() - start, 3)
+        finally:
+            adaptkit.delete_adapter(self.model, "other")
         self.check("threads_equal_serial", all(all(t) for t in equal),
                    unequal_by_thread=[r.count(False) for r in equal], forwards=len(routings) * THREAD_ROUNDS)
         self.check("routings_differ", not torch.equal(serial[0], serial[1]) and not torch.equal(serial[0], serial[2]))

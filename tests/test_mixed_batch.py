@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceC
 
 import adaptkit
 from adaptkit.params import task_copy_parameter_names
-from tiny_models import tiny_config, tiny_inputs, tiny_model
+from tiny_models import logits, tiny_config, tiny_inputs, tiny_model
 
 NAMES = ["a", "b", None, "c", "a", "b"]
 
@@ -203,3 +203,30 @@ def test_sequence_first_models_and_a_lone_string_are_refused():
     with pytest.raises(adaptkit.AdapterError, match=r"longformer: '.*query' runs sequence-first"):
         with adaptkit.per_example_adapters(longformer, ["a", None]):
             pass
+
+
+def test_a_trained_norm_of_a_tensor_the_batch_shares_is_refused_and_frozen_it_mixes():
+    """DeBERTa-v2 normalises its relative position embeddings, one tensor for the whole batch: an
+    adapter's own copy of that LayerNorm cannot run per example, and says so; adapters that leave
+    the LayerNorms frozen mix exactly."""
+    config = tiny_config("deberta-v2")
+    config.update({"relative_attention": True, "norm_rel_ebd": "layer_norm", "position_buckets": 16,
+                   "pos_att_type": ["p2c", "c2p"]})  # deberta-v3's settings
+    for train_layernorms in (True, False):
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_config(config).eval()
+        inputs = tiny_inputs(model, batch=2)
+        for name in ("a", "b"):
+            adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8, init_std=0.2,
+                                                                       train_layernorms=train_layernorms), name=name)
+        if train_layernorms:
+            with adaptkit.per_example_adapters(model, ["a", "b"]), pytest.raises(adaptkit.AdapterError,
+                                                                                 match="whole batch shares"):
+                logits(model, inputs)
+            continue
+        alone = {}
+        for name in ("a", "b"):
+            with adaptkit.using(model, name):
+                alone[name] = logits(model, inputs)
+        with adaptkit.per_example_adapters(model, ["a", "b"]):
+            torch.testing.assert_close(logits(model, inputs), torch.stack([alone["a"][0], alone["b"][1]]))
