@@ -137,7 +137,6 @@ class RenormSlot(AdapterSlot):
         return norm(args[0] + adapter.delta(output))
 
 
-
 class TaskSlot(nn.Module):
     """Each adapter's own copy of the module it is attached to: the module's class with its own
     parameters (a LayerNorm's weight and bias, a head Linear's), so any norm class works
