@@ -110,12 +110,13 @@ class BaseParameters:
     head: list[str]
     vocab_head: list[str]
 
+    def __post_init__(self) -> None:
+        # a lookup per parameter of the model when counting: a dict, not three list scans
+        self._categories = {**dict.fromkeys(self.norms, "layernorms"), **dict.fromkeys(self.head, "head"),
+                            **dict.fromkeys(self.vocab_head, "vocab_head")}
+
     def category(self, name: str) -> str:
-        if name in self.vocab_head:
-            return "vocab_head"
-        if name in self.head:
-            return "head"
-        return "layernorms" if name in self.norms else "other"
+        return self._categories.get(name, "other")
 
 
 def base_parameters(model: nn.Module) -> BaseParameters:
