@@ -77,7 +77,7 @@ class HeadSlot(AdapterSlot):
     refuses_rows = ("per_example_adapters does not run adapters' own heads (AdapterHub heads): run one "
                     "adapter at a time")
 
-    def apply(self, module, adapter, args, kwargs, output, norm, overwrite):  # noqa: ARG002
+    def adapted_output(self, module, adapter, args, kwargs, output, norm, overwrite):  # noqa: ARG002
         if not isinstance(output, ModelOutput):
             raise AdapterError("an adapter with its own head needs the model's output as a ModelOutput, "
                                "to add its logits: call the model with return_dict=True")

@@ -118,7 +118,7 @@ class AdapterSlot(nn.Module):
         super().__init__()
         self.adapters = nn.ModuleDict()
 
-    def apply(self, module: nn.Module, adapter: nn.Module, args: tuple, kwargs: dict, output, norm,  # noqa: ARG002
+    def adapted_output(self, module: nn.Module, adapter: nn.Module, args: tuple, kwargs: dict, output, norm,  # noqa: ARG002
               overwrite: bool):
         """The output with ``adapter`` applied; ``output`` is the (routed) module's output and
         ``norm`` runs the (routed) module again."""
@@ -133,7 +133,7 @@ class RenormSlot(AdapterSlot):
     norm runs again on ``y + delta``, i.e. ``LN(h + x + up(act(down(LN(h + x)))))``, with the
     routed adapter's own LayerNorm in both calls where it trains one."""
 
-    def apply(self, module, adapter, args, kwargs, output, norm, overwrite):  # noqa: ARG002
+    def adapted_output(self, module, adapter, args, kwargs, output, norm, overwrite):  # noqa: ARG002
         return norm(args[0] + adapter.delta(output))
 
 
@@ -240,7 +240,7 @@ class ModuleHook:
             return self._rows(module, slot, routing, args, kwargs, output)
         if routing not in slot.adapters:
             return output
-        return slot.apply(module, slot.adapters[routing], args, kwargs, output, _norm_of(module, routing),
+        return slot.adapted_output(module, slot.adapters[routing], args, kwargs, output, _norm_of(module, routing),
                           self._only_holder(module, output))
 
     def _rows(self, module: nn.Module, slot: AdapterSlot, routing: RowGroups, args: tuple, kwargs: dict, output):
@@ -256,7 +256,7 @@ class ModuleHook:
             deltas = [slot.adapters[n].delta(hidden[r]) for (n, _), r in zip(mine, rows)]
             adapted = hidden.index_add(0, torch.cat(rows), torch.cat(deltas).to(hidden.dtype))
         else:
-            parts = [_first_tensor(slot.apply(module, slot.adapters[n], _pick(args, r, routing.size),
+            parts = [_first_tensor(slot.adapted_output(module, slot.adapters[n], _pick(args, r, routing.size),
                                               _pick(kwargs, r, routing.size), _pick(output, r, routing.size),
                                               _norm_of(module, n), False))
                      for (n, _), r in zip(mine, rows)]

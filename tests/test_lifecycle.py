@@ -218,3 +218,24 @@ def test_a_deep_copy_routes_on_its_own_and_a_pickled_model_comes_back_whole():
     assert torch.equal(logits(loaded, inputs), on_a)
     with adaptkit.using(loaded, "b"):
         assert torch.equal(logits(loaded, inputs), logits(twin, inputs))
+
+
+# -- torch's own module API ------------------------------------------------------------------------
+
+def test_adaptkit_modules_leave_torchs_module_methods_alone():
+    """DeepSpeed, accelerate and transformers' init walk the model with ``Module.apply(fn)`` and
+    friends: an adaptkit module overriding one of them (a slot's ``apply``) breaks them all."""
+    import inspect
+
+    from adaptkit import head, layer
+
+    allowed = {"forward", "extra_repr"}
+    classes = [c for m in (layer, head) for _, c in inspect.getmembers(m, inspect.isclass)
+               if issubclass(c, torch.nn.Module) and c.__module__.startswith("adaptkit")]
+    shadowed = {f"{c.__name__}.{name}" for c in classes for name in vars(c)
+                if callable(vars(torch.nn.Module).get(name)) and not name.startswith("__") and name not in allowed}
+    assert classes and not shadowed
+    model = adapted("a")
+    seen = []
+    model.apply(lambda module: seen.append(module))  # as deepspeed.initialize and _init_weights do
+    assert len(seen) == len(list(model.modules()))
