@@ -14,6 +14,7 @@ from .model import (  # noqa: E402
     set_active_adapter, set_trainable_adapters, using,
 )
 from .pretrained import restore_adapters  # noqa: E402
+from .sharding import fsdp_auto_wrap_policy  # noqa: E402
 from .counting import ParameterReport, count_parameters  # noqa: E402
 from .targets import REGISTRY, Site, resolve_sites  # noqa: E402
 
@@ -21,7 +22,7 @@ __all__ = [
     "AdapterConfig", "AdapterConfigError", "AdapterError", "BaseModelMismatchError", "CheckpointError",
     "CONFIG_NAME", "ParameterReport", "REGISTRY", "Site", "TargetModuleError", "WEIGHTS_NAME",
     "active_adapter", "adapters_disabled", "add_adapter", "count_parameters", "delete_adapter",
-    "list_adapters", "load_adapter", "load_adapterhub", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters",
+    "fsdp_auto_wrap_policy", "list_adapters", "load_adapter", "load_adapterhub", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters",
     "save_adapter",
     "set_active_adapter", "set_trainable_adapters", "using",
 ]

@@ -15,21 +15,35 @@ from typing import Any
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[tuple[Path, ...]]:
+    """Temporary paths beside several files that belong together (a tensor file and the config
+    that checksums it): all are written before any is renamed into place, so a failure on the way
+    leaves every file as it was."""
+    paths = tuple(Path(p) for p in paths)
+    temps = []
     try:
-        yield tmp_path
-        # mkstemp makes 0600, and a writer that replaces the file (safetensors does) makes its
-        # own: give the file the permissions a plain open() would have.
-        tmp_path.chmod(0o666 & ~_umask())
-        with open(tmp_path, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            temps.append(Path(tmp))
+        yield tuple(temps)
+        for tmp in temps:
+            # mkstemp makes 0600, and a writer that replaces the file (safetensors does) makes its
+            # own: give the file the permissions a plain open() would have.
+            tmp.chmod(0o666 & ~_umask())
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        for tmp, path in zip(temps, paths):
+            os.replace(tmp, path)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def _umask() -> int:
@@ -47,8 +61,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def json_text(data: Any) -> str:
+    """adaptkit's JSON files: indented, keys sorted, a final newline."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json_text(data))
 
 
 def sha256_file(path: str | Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,17 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
-from .atomic import atomic_path, sha256_file, write_json_atomic
+from .atomic import atomic_paths, json_text, sha256_file
 from .adapterhub import is_adapterhub_folder, load_adapterhub
 from .config import AdapterConfig, fields_of_format
+from .engines import barrier_if, class_name, clean_name, refuse_sharded, sharded_by, shape_of, unwrap, whole_tensors, writes_here
 from .errors import AdapterConfigError, BaseModelMismatchError, CheckpointError
 from .fetch import local_folder
 from .head import refuse_beside_a_head
 from .install import expected_shapes, install_adapter
 from .model import adapter_entry, refuse_meta, refuse_shadowed_heads
-from .params import BaseParameters, base_parameters, is_adaptkit_name, own_name, peft_parameter_ids
-from .state import get_state
+from .params import SLOT_ATTR, TASK_ATTR, BaseParameters, base_parameters, is_adaptkit_name, own_name, peft_parameter_ids
+from .state import AdapterEntry, get_state
 from .targets import HEAD, Site, find_blocks, site_width
 
 # 2: fingerprint positions stored, dtypes recorded, train_vocab_head;
@@ -42,41 +44,79 @@ _FINGERPRINT_VALUES = 8
 
 
 def save_adapter(model: nn.Module, directory: str | Path, name: str | None = None,
-                 dtype: torch.dtype | None = None) -> Path:
+                 dtype: torch.dtype | None = None, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
     """Write adapter ``name`` (default: the active one) to ``directory``; returns the directory.
 
     Floating tensors are written in float32 (exact for fp32, bf16 and fp16 values alike) unless
-    ``dtype`` asks for another, such as the model's bf16 for a file half the size.
+    ``dtype`` asks for another, such as the model's bf16 for a file half the size. Both files are
+    written whole or not at all.
+
+    On a sharded model (FSDP2, FSDP1 — pass the FSDP-wrapped model —, DeepSpeed ZeRO-3) saving
+    gathers the adapter's tensors: call it on every rank; rank 0 writes. Or pass ``state_dict``, the
+    whole model's gathered state dict (``accelerator.get_state_dict(model)``), and save where you
+    like. DDP, DeepSpeed and PEFT wrappers are looked through.
     """
-    model = _transformers_model(model)
+    outer, model = model, unwrap(model)
     name, entry = adapter_entry(model, name)
     refuse_meta(model)  # before any file is written
-    refuse_shadowed_heads(model, get_state(model))
+    state = get_state(model)
+    refuse_shadowed_heads(model, state)
     directory = Path(directory)
     file_dtype = dtype or torch.float32
-    adapters = {f"adapter:{site}:{key}": value for site, module in entry.site_modules.items()
-                for key, value in module.state_dict().items()}
-    tensors = {**adapters, **{f"task:{n}": value for n, value in entry.task_values().items()}}
-    tensors = {k: v.detach().to("cpu", dtype=file_dtype if v.is_floating_point() else v.dtype)
-               .contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "adaptkit": __version__})
-        checksum, size = sha256_file(tmp), tmp.stat().st_size
-    write_json_atomic(directory / CONFIG_NAME, {
-        "format_version": FORMAT_VERSION,
-        "adaptkit_version": __version__,
-        "name": name,
-        "config": entry.config.to_dict(),
-        "sites": [{"name": s.name, "kind": s.kind, "width": s.width} for s in entry.sites],
-        "base_model": describe_base(model, get_state(model).base),
-        "dtypes": {"base": _dtype_name(next(model.get_submodule(entry.sites[0].name).parameters()).dtype)
-                   if entry.sites else None,
-                   "trained": _dtype_name(next(iter(adapters.values())).dtype) if adapters else None,
-                   "file": _dtype_name(file_dtype)},
-        "files": {WEIGHTS_NAME: {"sha256": checksum, "bytes": size}},
-        "trained_parameters": sum(v.numel() for v in tensors.values()),
-    })
+    collective = state_dict is None and sharded_by(model) is not None
+    with whole_tensors(model, outer, state_dict) as tensor:
+        tensors = {key: tensor(param_name) for key, param_name in adapter_tensor_names(name, entry).items()}
+        tensors = {k: v.detach().to("cpu", dtype=file_dtype if v.is_floating_point() else v.dtype).contiguous().clone()
+                   for k, v in tensors.items()}
+        base_model = describe_base(model, state.base, tensor)
+    if writes_here(collective):
+        adapters = [p for m in entry.site_modules.values() for p in m.parameters()]
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "adaptkit_version": __version__,
+            "name": name,
+            "config": entry.config.to_dict(),
+            "sites": [{"name": s.name, "kind": s.kind, "width": s.width} for s in entry.sites],
+            "base_model": base_model,
+            "dtypes": {"base": _dtype_name(next(model.get_submodule(entry.sites[0].name).parameters()).dtype)
+                       if entry.sites else None,
+                       "trained": _dtype_name(adapters[0].dtype) if adapters else None,
+                       "file": _dtype_name(file_dtype)},
+            "trained_parameters": sum(v.numel() for v in tensors.values()),
+        }
+        _write_both(directory, tensors, meta)
+    barrier_if(collective)
     return directory
+
+
+def adapter_tensor_names(name: str, entry: AdapterEntry) -> dict[str, str]:
+    """Each tensor of adapter ``name``: its key in the file -> its parameter's name in the model."""
+    names = {}
+    for site, module in entry.site_modules.items():
+        for key in _own_keys(module):
+            names[f"adapter:{site}:{key}"] = _dotted(site, SLOT_ATTR, "adapters", name, key)
+    for owner, own in entry.own_copies.items():
+        for key in _own_keys(own):
+            names[f"task:{_dotted(owner, key)}"] = _dotted(owner, TASK_ATTR, "values", name, key)
+    return names
+
+
+def _own_keys(module: nn.Module) -> list[str]:
+    """A module's parameter names as built (FSDP1 wraps units inside it)."""
+    return [clean_name(key) for key, _ in module.named_parameters()]
+
+
+def _dotted(*parts: str) -> str:
+    return ".".join(part for part in parts if part)
+
+
+def _write_both(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """The tensor file and the config that checksums it: both written, then both renamed into
+    place, so a failure on the way leaves the folder as it was."""
+    with atomic_paths(directory / WEIGHTS_NAME, directory / CONFIG_NAME) as (weights_tmp, config_tmp):
+        save_file(tensors, str(weights_tmp), metadata={"format": "pt", "adaptkit": __version__})
+        meta["files"] = {WEIGHTS_NAME: {"sha256": sha256_file(weights_tmp), "bytes": weights_tmp.stat().st_size}}
+        config_tmp.write_text(json_text(meta), encoding="utf-8")
 
 
 def load_adapter(model: nn.Module, directory: str | Path, name: str | None = None,
@@ -92,6 +132,7 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     written by AdapterHub's ``save_adapter`` loads through ``adaptkit.adapterhub.load_adapterhub``.
     """
     refuse_meta(model)
+    refuse_sharded(model, "load an adapter")
     if is_adapterhub_folder(directory):
         return load_adapterhub(model, directory, name=name, activate=activate, load_head=load_head)
     directory = local_folder(directory, [CONFIG_NAME, WEIGHTS_NAME], revision)
@@ -247,15 +288,10 @@ def _config_of(meta: dict[str, Any], directory: Path) -> AdapterConfig:
                               "damaged: re-save the adapter") from None
 
 
-def describe_base(model: nn.Module, base: BaseParameters) -> dict[str, Any]:
-    """What the adapter was trained on: type, sizes, name, and a sample of frozen weights."""
-    return {**_structure(model, base), "fingerprint": _fingerprint(model, base)}
-
-
-def _transformers_model(model: nn.Module) -> nn.Module:
-    """The transformers model inside a PEFT wrapper (the model itself otherwise)."""
-    unwrap = getattr(model, "get_base_model", None)
-    return unwrap() if callable(unwrap) and type(model).__module__.startswith("peft.") else model
+def describe_base(model: nn.Module, base: BaseParameters, tensor=None) -> dict[str, Any]:
+    """What the adapter was trained on: type, sizes, name, and a sample of frozen weights
+    (read whole through ``tensor(name)`` on a sharded model)."""
+    return {**_structure(model, base), "fingerprint": _fingerprint(model, base, tensor)}
 
 
 def _structure(model: nn.Module, base: BaseParameters | None = None) -> dict[str, Any]:
@@ -264,7 +300,7 @@ def _structure(model: nn.Module, base: BaseParameters | None = None) -> dict[str
     config = getattr(model, "config", None)
     return {
         "model_type": getattr(config, "model_type", None),
-        "architecture": type(model).__name__,
+        "architecture": class_name(model),
         "name_or_path": getattr(config, "_name_or_path", None) or None,
         "hidden_size": getattr(config, "hidden_size", None),
         "num_blocks": len(find_blocks(model)),
@@ -272,19 +308,22 @@ def _structure(model: nn.Module, base: BaseParameters | None = None) -> dict[str
     }
 
 
-def _base_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The base model's parameters under their own names: adaptkit's and PEFT's own tensors left
-    out, PEFT's ``base_layer``/``original_module`` wrappers taken off the names."""
+def _base_weights(model: nn.Module) -> dict[str, tuple[str, nn.Parameter]]:
+    """The base model's parameters under their own names (-> their names in the model, and
+    themselves): adaptkit's and PEFT's own tensors left out, PEFT's ``base_layer`` /
+    ``original_module`` wrappers and other wrappers' segments taken off the names."""
     peft = peft_parameter_ids(model)
-    return {own_name(n): p for n, p in model.named_parameters() if id(p) not in peft and not is_adaptkit_name(n)}
+    return {own_name(clean_name(n)): (clean_name(n), p) for n, p in model.named_parameters()
+            if id(p) not in peft and not is_adaptkit_name(n)}
 
 
-def _fingerprint(model: nn.Module, base: BaseParameters) -> dict[str, dict[str, list]]:
+def _fingerprint(model: nn.Module, base: BaseParameters, tensor=None) -> dict[str, dict[str, list]]:
     """Values at fixed positions of the first, middle and last frozen matrix inside the blocks
     (shared by every head class of one backbone). Compared with a tolerance on load, so a base
     reloaded in fp16/bf16 still matches but other weights do not."""
     skip = {*base.head, *base.norms, *base.vocab_head}
-    frozen = [(n, p) for n, p in _base_weights(model).items() if n not in skip and p.dim() >= 2]
+    weights = _base_weights(model)
+    frozen = [(n, p) for n, (_, p) in weights.items() if n not in skip and len(shape_of(p)) >= 2]
     prefixes = tuple(block + "." for block in find_blocks(model))
     candidates = [(n, p) for n, p in frozen if prefixes and n.startswith(prefixes)] or frozen
     if not candidates:
@@ -294,8 +333,9 @@ def _fingerprint(model: nn.Module, base: BaseParameters) -> dict[str, dict[str, 
     fingerprint = {}
     for index in picks:
         name, param = candidates[index]
-        positions = fingerprint_positions(param.numel(), _FINGERPRINT_VALUES)
-        fingerprint[name] = {"positions": positions, "values": _values_at(param, positions)}
+        positions = fingerprint_positions(shape_of(param).numel(), _FINGERPRINT_VALUES)
+        value = param if tensor is None else tensor(weights[name][0])
+        fingerprint[name] = {"positions": positions, "values": _values_at(value, positions)}
     return fingerprint
 
 
@@ -323,7 +363,7 @@ def check_structure(model: nn.Module, recorded: dict[str, Any], directory: Path)
 
 def check_fingerprint(model: nn.Module, recorded: dict[str, Any], directory: Path) -> None:
     """Raise ``BaseModelMismatchError`` if the sampled frozen weights differ (other weights)."""
-    params = _base_weights(model)
+    params = {n: p for n, (_, p) in _base_weights(model).items()}
     for name, sample in (recorded.get("fingerprint") or {}).items():
         if name not in params:
             raise BaseModelMismatchError(

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .config import PLACEMENT_VERSION, AdapterConfig
+from .engines import refuse_sharded, reshard
 from .errors import AdapterError
 from .head import ClassificationHead, HeadSlot
 from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, RoutedForward, TaskSlot
@@ -72,12 +73,15 @@ def insert_adapter(model: nn.Module, config: AdapterConfig, name: str, activate:
     check_adapter_name(name)
     _check_config(config)
     refuse_meta(model)
+    refuse_sharded(model, f"add adapter {name!r}")
     state = get_state(model)
     refuse_peft(model, first=state is None)
     if state is not None:
         state.refuse_while_busy(f"add adapter {name!r}")
         if name in state.adapters:
             raise AdapterError(f"an adapter named {name!r} already exists; delete it or choose another name")
+        if activate and state.trainable is None:
+            state.fixed.refuse(model, f"add adapter {name!r} as the one that trains", None)
     base = state.base if state is not None else base_parameters(model)
     sites = resolve_sites(model, config) if sites is None else list(sites)
     _check_sites_exist(model, sites)
@@ -258,6 +262,9 @@ def set_active_adapter(model: nn.Module, name: str) -> None:
     runs the model."""
     state = _require_state(model, name)
     state.refuse_while_busy(f"activate adapter {name!r}")
+    if state.trainable is None and name != state.active:
+        state.fixed.refuse(model, f"activate adapter {name!r} (the active adapter is the one that trains)",
+                           _would_train(model, state, {name}))
     state.active = name
     apply_choices(model, state)
 
@@ -270,6 +277,9 @@ def set_trainable_adapters(model: nn.Module, names: Iterable[str] | None) -> Non
     for name in names or []:
         _require_state(model, name)
     state.refuse_while_busy("change which adapters train")
+    trains = set(names if names is not None else [state.active] * (state.active is not None))
+    if trains != trained_adapters(state):
+        state.fixed.refuse(model, "change which adapters train", _would_train(model, state, trains))
     state.trainable = names
     apply_choices(model, state)
 
@@ -280,6 +290,10 @@ def delete_adapter(model: nn.Module, name: str) -> None:
     state = _require_state(model, name)
     state.refuse_pinned(name, "delete")
     state.refuse_while_busy(f"delete adapter {name!r}")
+    refuse_sharded(model, f"delete adapter {name!r}")
+    if name in trained_adapters(state):
+        state.fixed.refuse(model, f"delete adapter {name!r}, which trains",
+                           _would_train(model, state, trained_adapters(state) - {name}))
     entry = state.adapters.pop(name)
     if state.active == name:
         state.active = None
@@ -400,15 +414,28 @@ def apply_choices(model: nn.Module, state: AdapterState) -> None:
     """Set which of adaptkit's parameters train (the rest of the model is left as it is) and
     record the adapters in ``model.config`` for ``save_pretrained``."""
     refuse_shadowed_heads(model, state)
-    trains = set(state.trainable if state.trainable is not None else [state.active] * (state.active is not None))
+    trains = trained_adapters(state)
+    reshard(model)
     for name, entry in state.adapters.items():
         for param in entry.parameters():
             param.requires_grad_(name in trains)
+    state.generation += 1
     if getattr(model, "config", None) is not None:
         setattr(model.config, CONFIG_KEY, {
             "active": state.active, "placement_version": PLACEMENT_VERSION,
             "adapters": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites]}
                          for name, entry in state.adapters.items()}})
+
+
+def trained_adapters(state: AdapterState) -> set[str]:
+    """The adapters whose parameters train: the chosen ones, else the active one."""
+    return set(state.trainable if state.trainable is not None else [state.active] * (state.active is not None))
+
+
+def _would_train(model: nn.Module, state: AdapterState, trains: set[str]) -> list[nn.Parameter]:
+    """The model's parameters that would train if adapters ``trains`` trained (the others as now)."""
+    owned = {id(p): name for name, entry in state.adapters.items() for p in entry.parameters()}
+    return [p for p in model.parameters() if (owned[id(p)] in trains if id(p) in owned else p.requires_grad)]
 
 
 def refuse_shadowed_heads(model: nn.Module, state: AdapterState) -> None:

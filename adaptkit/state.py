@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .config import AdapterConfig
+from .engines import TrainingFixedBy
 from .errors import AdapterError
 from .params import BaseParameters
 from .routing import Routing, routed_names
@@ -73,8 +74,10 @@ class AdapterState:
         self.forwards: Counter[int] = Counter()  # thread id -> forwards of this model in flight
         self.contexts: Counter[int] = Counter()  # thread id -> routing contexts open
         self.pinned: Counter[str] = Counter()  # adapter -> open contexts that route to it
+        self.fixed = TrainingFixedBy()  # an engine that fixed which parameters train
+        self.generation = 0  # counts changes of which parameters train
 
-    _RUNTIME = ("model_ref", "routing_var", "lock", "forwards", "contexts", "pinned")
+    _RUNTIME = ("model_ref", "routing_var", "lock", "forwards", "contexts", "pinned", "fixed", "generation")
 
     def __getstate__(self) -> dict:
         """Pickled (``torch.save(model)``) without what belongs to this process's threads."""
@@ -124,6 +127,7 @@ class AdapterState:
 
     # -- forwards in flight --------------------------------------------------------------------
     def forward_started(self, module: nn.Module, args: tuple) -> None:  # noqa: ARG002 - hook signature
+        self.fixed.check_forward(module, self.generation)
         with self.lock:
             self.forwards[threading.get_ident()] += 1
 

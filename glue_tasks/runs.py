@@ -24,6 +24,7 @@ from torch import nn
 
 import adaptkit
 from adaptkit.atomic import atomic_path
+from adaptkit.engines import local_tensor
 
 from .resume import STATE_FILE
 
@@ -51,16 +52,20 @@ def check_output_dir(path: Path, overwrite: bool, resume: bool = False) -> None:
     raise RunError(f"--output-dir {path} is not empty; choose another directory or pass --overwrite")
 
 
-def save_epoch_checkpoint(model: nn.Module, method: str, output_dir: Path, save_full: bool, best: bool) -> None:
+def save_epoch_checkpoint(model: nn.Module, method: str, output_dir: Path, save_full: bool, best: bool,
+                          writes: bool = True) -> None:
     """The epoch just finished, as ``last/`` (and ``best/`` when it is the best so far); each folder is
-    written beside its old copy and then swapped in, so a kill leaves one whole checkpoint."""
+    written beside its old copy and then swapped in, so a kill leaves one whole checkpoint.
+    ``writes=False``: a rank that only helps gather a sharded model's adapter (rank 0 writes)."""
     for which in ("last", "best") if best else ("last",):
         staging = output_dir / f".{which}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
+        if writes:
+            shutil.rmtree(staging, ignore_errors=True)
         if save_trained(model, method, staging, save_full) is None:
             return  # full/scratch without --save-full keep no checkpoint
-        shutil.rmtree(output_dir / which, ignore_errors=True)
-        staging.rename(output_dir / which)
+        if writes:
+            shutil.rmtree(output_dir / which, ignore_errors=True)
+            staging.rename(output_dir / which)
 
 
 def save_trained(model: nn.Module, method: str, output_dir: Path, save_full: bool) -> str | None:
@@ -105,7 +110,7 @@ def copy_into(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Copy named tensors into the model's parameters of the same names, in place."""
     params = dict(model.named_parameters())
     for name, value in tensors.items():
-        params[name].copy_(value)
+        local_tensor(params[name]).copy_(value)
 
 
 def _need(path: Path) -> Path:

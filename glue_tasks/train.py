@@ -38,6 +38,7 @@ from transformers import (
 
 import adaptkit.cpu_speed
 from adaptkit.atomic import write_json_atomic
+from adaptkit.engines import local_tensor, sharded_by
 
 from .data import HELD_OUT, GlueData, carve
 from .own_data import OwnData, make_own_task, task_name
@@ -48,7 +49,7 @@ from .methods import FROM_SCRATCH, SMALL_SCRATCH, MethodSpec, apply_method
 from .resume import STATE_FILE, Progress, load_train_state, save_train_state
 from .metrics import compute_metrics, task_score
 from .runs import (
-    EPOCH_CHECKPOINTS, RESULTS, RUN_CONFIG, check_output_dir, copy_into, save_epoch_checkpoint, save_trained,
+    EPOCH_CHECKPOINTS, RESULTS, RUN_CONFIG, RunError, check_output_dir, copy_into, save_epoch_checkpoint, save_trained,
 )
 from .schedule import Schedule, schedule
 from .learned import majority_class, majority_score, one_class, one_class_warning
@@ -343,7 +344,8 @@ def evaluate_splits(model, loaders: dict[str, DataLoader], task: Task,
 
 
 def _snapshot(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """What this rank holds of the trained parameters (all of them but under ZeRO-3)."""
+    return {n: local_tensor(p).detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _format_metrics(dev: dict[str, dict[str, float]]) -> str:
@@ -519,6 +521,13 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
     loss_fn.to(accelerator.device)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, data.train_loader, scheduler)
     dev_loaders = {s: accelerator.prepare(loader) for s, loader in data.dev_loaders.items()}
+    # A sharded model's adapter is gathered by every rank (rank 0 writes); a replicated one is
+    # saved by the main process alone.
+    sharded = sharded_by(accelerator.unwrap_model(model))
+    if sharded and cfg.method.name != "adapter":
+        raise RunError(f"--method {cfg.method.name} cannot save its weights from a model sharded by {sharded}: "
+                       "shard only adapter runs (--method adapter), or run this method with DDP")
+    saves = accelerator.is_main_process or sharded is not None
     log = accelerator.print
     log(f"{task.name} · {task_kind(task)} · {cfg.method.label()} · {parameters.trainable_count:,} trainable "
         f"parameters ({parameters.trainable_percent:.2f}% of {parameters.total_count:,}) · "
@@ -558,9 +567,9 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
             f"{_majority_note(record)}{('  (kept)' if cfg.keep_last_epoch else '  (best)') if improved else ''}"
             f"  {record['seconds']:.0f}s")
         progress.epoch, progress.batch, progress.epoch_losses = epoch + 1, 0, []
-        if accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(model)
-            save_epoch_checkpoint(unwrapped, cfg.method.name, output_dir, cfg.save_full, best=improved)
+        if saves:
+            save_epoch_checkpoint(model if sharded else accelerator.unwrap_model(model), cfg.method.name, output_dir,
+                                  cfg.save_full, best=improved, writes=accelerator.is_main_process)
         save_state()
         since_best = epoch - progress.best["epoch"]
         if cfg.patience is not None and since_best >= cfg.patience and epoch < plan.epochs:
@@ -589,8 +598,9 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
         "mixed_precision": cfg.mixed_precision, "machine": machine_info(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    checkpoint = save_trained(model if sharded else unwrapped, cfg.method.name, output_dir, cfg.save_full) if saves else None
     if accelerator.is_main_process:
-        results["checkpoint"] = save_trained(unwrapped, cfg.method.name, output_dir, cfg.save_full)
+        results["checkpoint"] = checkpoint
         write_json_atomic(output_dir / RUN_CONFIG, cfg.to_dict())
         write_json_atomic(output_dir / RESULTS, results)
         # The run is complete: the results and the kept checkpoint replace the state and the epochs' copies.

@@ -1,5 +1,6 @@
 """The README's Python examples run as written (with a tiny local model in ADAPTKIT_README_MODEL)."""
 
+import json
 import os
 import re
 import shlex
@@ -110,6 +111,11 @@ def test_readme_launch_lines_parse():
                                    capture_output=True, text=True, timeout=120).stdout
         for flag in (w for w in launcher if w.startswith("--")):
             assert flag in help_text or flag.replace("_", "-") in help_text, (line, flag)
+        if "--config_file" in launcher:  # a committed accelerate config that accelerate reads
+            from accelerate.commands.config.config_args import load_config_from_file
+            config = load_config_from_file(str(README.parent / launcher[launcher.index("--config_file") + 1]))
+            ds_file = (getattr(config, "deepspeed_config", None) or {}).get("deepspeed_config_file")
+            assert ds_file is None or json.loads((README.parent / ds_file).read_text())["zero_optimization"]
         assert words[module + 1] == "glue_tasks"
         build_parser().parse_args(words[module + 2:])
 
