@@ -29,6 +29,8 @@ from .errors import AdapterError
 ORDER = ("add and load the adapters and choose which one trains, then wrap or shard the model "
          "(accelerator.prepare, fully_shard, FullyShardedDataParallel, deepspeed.initialize), then "
          "build the optimizer")
+_DRIFT_FIX = (f"The order that works: {ORDER}. To evaluate another adapter on the wrapped model, route "
+              "to it without training it: `with adaptkit.using(model, name):`")
 #: What wrappers put into parameter names: FSDP1's module and activation-checkpointing wrappers,
 #: torch.compile's original module.
 _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -120,9 +122,7 @@ class TrainingFixedBy:
         raise AdapterError(
             f"cannot {action}: {engine} wraps this model and synchronises only the parameters "
             "that trained when it was built, so the ranks would silently drift apart (or the "
-            f"newly trained adapter would never be stepped). The order that works: {ORDER}. To "
-            "evaluate another adapter on the wrapped model, route to it without training it: "
-            "`with adaptkit.using(model, name):`")
+            f"newly trained adapter would never be stepped). {_DRIFT_FIX}")
 
     def check_forward(self, model: nn.Module, generation: int) -> None:
         """At a forward under DDP: the parameters that train now must be those DDP reduces (a change
@@ -141,9 +141,7 @@ class TrainingFixedBy:
             raise AdapterError(
                 f"the parameters that train changed after DistributedDataParallel wrapped this model "
                 f"(it reduces {ddp._get_ddp_logging_data().get('num_parameter_tensors')} tensors, "
-                f"{len(trained)} train now): the ranks would silently drift apart. The order that works: "
-                f"{ORDER}. To evaluate another adapter on the wrapped model, route to it without training "
-                "it: `with adaptkit.using(model, name):`")
+                f"{len(trained)} train now): the ranks would silently drift apart. {_DRIFT_FIX}")
         self.checked = (id(ddp), generation)
 
 
