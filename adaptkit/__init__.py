@@ -16,12 +16,13 @@ from .model import (  # noqa: E402
 from .pretrained import restore_adapters  # noqa: E402
 from .routing import Average, Fuse, Parallel, Stack  # noqa: E402
 from .fusion import add_fusion, delete_fusion, fusion_regularization_loss  # noqa: E402
+from .fusion_checkpoint import load_fusion, save_fusion  # noqa: E402
 from .counting import ParameterReport, count_parameters  # noqa: E402
 from .targets import REGISTRY, Site, resolve_sites  # noqa: E402
 
 __all__ = [
     "AdapterConfig", "AdapterConfigError", "Average", "Fuse", "FusionConfig", "Parallel", "Stack",
-    "add_fusion", "delete_fusion", "fusion_regularization_loss", "AdapterError", "BaseModelMismatchError", "CheckpointError",
+    "add_fusion", "delete_fusion", "fusion_regularization_loss", "load_fusion", "save_fusion", "AdapterError", "BaseModelMismatchError", "CheckpointError",
     "CONFIG_NAME", "ParameterReport", "REGISTRY", "Site", "TargetModuleError", "WEIGHTS_NAME",
     "active_adapter", "adapters_disabled", "add_adapter", "count_parameters", "delete_adapter",
     "list_adapters", "load_adapter", "load_adapterhub", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters",

@@ -14,6 +14,7 @@ from torch import nn
 
 from .config import FusionConfig
 from .errors import AdapterError
+from .head import ClassificationHead, HeadSlot
 from .layer import TaskSlot, UninitialisedLinear
 from .model import _remove_from_slots, _require_state, _slot, adapter_dtype, apply_choices, set_active_adapter
 from .params import SLOT_ATTR
@@ -109,20 +110,25 @@ def fusion_sites(model: nn.Module, state: AdapterState, block: Fuse) -> list[Sit
 
 
 def insert_fusion(model: nn.Module, state: AdapterState, block: Fuse, config: FusionConfig, sites: list[Site],
-                  train_head: bool, initialise: bool) -> FusionEntry:
-    """Build the fusion's layers and head copy (``initialise=False``: a loader overwrites them)."""
+                  train_head: bool, initialise: bool, head: dict | None = None) -> FusionEntry:
+    """Build the fusion's layers and head copy (``initialise=False``: a loader overwrites them);
+    ``head``: the spec of an own head (AdapterHub's) at the ``HEAD`` site among ``sites``."""
     state.refuse_while_busy(f"add fusion {block.name!r}")
-    entry = FusionEntry(config=config, sites=sites, block=block)
+    entry = FusionEntry(config=config, sites=sites, block=block, head=head)
     dropout = config.dropout_prob or getattr(getattr(model, "config", None), "attention_probs_dropout_prob", 0.0) or 0.0
     state.fusions[block.name] = entry
     try:
         for site in sites:
             target = model.get_submodule(site.name)
             weight = next(target.parameters())
-            layer = FusionLayer(site.width, config, dropout, device=weight.device,
-                                dtype=adapter_dtype(weight.dtype, state.adapters[block.last()].config),
-                                initialise=initialise).train(target.training)
-            getattr(target, SLOT_ATTR).fusions[block.name] = layer
+            dtype = adapter_dtype(weight.dtype, state.adapters[block.last()].config)
+            if site.kind == HEAD:
+                layer = ClassificationHead(site.width, head, device=weight.device, dtype=dtype, initialise=initialise)
+                slot = _slot(target, site.name, state, HeadSlot)
+            else:
+                layer = FusionLayer(site.width, config, dropout, device=weight.device, dtype=dtype, initialise=initialise)
+                slot = getattr(target, SLOT_ATTR)
+            slot.fusions[block.name] = layer.train(target.training)
             entry.site_modules[site.name] = layer
         if train_head:
             for module_name in dict.fromkeys(n.rpartition(".")[0] for n in state.base.head):
@@ -153,11 +159,9 @@ def delete_fusion(model: nn.Module, block: Fuse | str) -> None:
 
 
 def remove_fusion(model: nn.Module, state: AdapterState, name: str) -> None:
-    """Take the fusion's modules out of their slots (a head ``TaskSlot`` it emptied goes)."""
+    """Take the fusion's modules out of their slots (a slot it emptied goes)."""
     entry = state.fusions.pop(name)
-    for site_name in entry.site_modules:
-        getattr(model.get_submodule(site_name), SLOT_ATTR).fusions.pop(name, None)
-    _remove_from_slots(model, state, name, list(entry.own_copies))
+    _remove_from_slots(model, state, name, [*entry.site_modules, *entry.own_copies])
     apply_choices(model, state)
 
 

@@ -229,17 +229,19 @@ def adapter_dtype(base_dtype: torch.dtype, config: AdapterConfig) -> torch.dtype
 
 
 def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules: list[str]) -> None:
-    """Take adapter ``name`` out of these modules' slots; an emptied slot goes, with what runs it."""
+    """Take adapter (or fusion) ``name`` out of these modules' slots; an emptied slot goes, with
+    what runs it."""
     for module_name in dict.fromkeys(modules):
         module = model.get_submodule(module_name)
         for attr in (SLOT_ATTR, TASK_ATTR):
             slot = getattr(module, attr, None)
             if slot is None:
                 continue
-            owned = slot.adapters if attr == SLOT_ATTR else slot.values
-            if name in owned:
-                del owned[name]
-            if not owned:
+            kept = [slot.adapters, slot.fusions] if attr == SLOT_ATTR else [slot.values]
+            for owned in kept:
+                if name in owned:
+                    del owned[name]
+            if not any(kept):
                 for handle in state.hooks.pop(f"{module_name}:{attr}"):
                     handle.remove()
                 delattr(module, attr)

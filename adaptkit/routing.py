@@ -105,6 +105,18 @@ class Composition:
             for c in self.children]}
 
 
+def composition_from_dict(data: object) -> Composition:
+    """A block from its ``to_dict`` form (AdapterHub's), or an ``AdapterError`` naming what is wrong."""
+    blocks = {cls.__name__: cls for cls in (Stack, Fuse, Parallel, Average)}
+    if not isinstance(data, dict) or data.get("type") not in blocks or not isinstance(data.get("children"), list):
+        raise AdapterError(f"not a composition of {sorted(blocks)}: {str(data)[:80]}")
+    children = [c["children"][0] if isinstance(c, dict) and c.get("type") == "single" else composition_from_dict(c)
+                for c in data["children"]]
+    kwargs = data.get("kwargs") or {}
+    return blocks[data["type"]](*children, **({"weights": kwargs["weights"], "normalize_weights": False}
+                                              if "weights" in kwargs else {}))
+
+
 class Stack(Composition):
     """Each child's output feeds the next (MAD-X: a language adapter under a task adapter)."""
 

@@ -61,6 +61,7 @@ class FusionEntry(AdapterEntry):
 
     config: FusionConfig
     block: Fuse | None = None
+    head: dict | None = None  # an own head's spec (AdapterHub's fusion head on a bare model)
 
 
 class AdapterState:
