@@ -101,8 +101,12 @@ def _fuse(site: Site, block: Fuse, state: State, level: int) -> State:
     if block.name not in site.fusions:
         raise AdapterError(f"{block!r} has no fusion layer at this site: add it with adaptkit.add_fusion(model, "
                            f"{block!r}) (or load_fusion) before routing to it")
+    layer = site.fusions[block.name]
+    if site.sums and (layer.config.residual_before or layer.config.query_before_ln):
+        _refuse_shift(site, block, "its fusion config reads the feed-forward output before the residual is added "
+                      "(residual_before / query_before_ln)")
     ups = torch.stack([s.up for s in outputs], dim=2)  # batch, tokens, adapters, features
-    fused = site.fusions[block.name](query, ups, state.residual)
+    fused = layer(query, ups, state.residual)
     return replace(state, hidden=fused, last=block.last(), normalised=False)
 
 

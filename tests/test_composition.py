@@ -128,6 +128,18 @@ def test_fuse_attends_over_the_adapters_up_projections(preset):
     moved_and_equal(model, tiny_inputs(model), Fuse("a", "b", "c"), fused)
 
 
+def test_fuse_with_the_residual_before_adds_it_to_keys_and_values():
+    """AdapterHub's residual_before adds the residual in place to the tensor its keys and values share."""
+    model = model_with("houlsby")
+    adaptkit.add_fusion(model, Fuse("a", "b"), config=adaptkit.FusionConfig(residual_before=True), train_head=False)
+
+    def fused(s, h):
+        ups = torch.stack([bottleneck(s.adapters[n], h) for n in "ab"], dim=2) + h[:, :, None, :]
+        return fusion(s.fusions["a,b"], h, ups, 0)
+
+    moved_and_equal(model, tiny_inputs(model), Fuse("a", "b"), fused)
+
+
 def test_stack_of_a_language_adapter_under_a_fusion():
     """MAD-X with fusion: Stack(lang, Fuse(t1, t2)); the Fuse reads the language adapter's output."""
     model = model_with("houlsby", names=("lang", "t1", "t2"))
@@ -177,14 +189,16 @@ def test_fuse_of_seq_bn_adapters_queries_the_normalised_state():
     moved_and_equal(model, tiny_inputs(model), Fuse("a", "b"), formula, seq_bn=True)
 
 
-@pytest.mark.parametrize("block, match", [
-    (Average("a", "b"), "scales the residual"),
-    (Fuse(Stack("a", "c"), "b"), "normalises the state twice"),
+@pytest.mark.parametrize("block, config, match", [
+    (Average("a", "b"), None, "scales the residual"),
+    (Fuse(Stack("a", "c"), "b"), "dynamic", "normalises the state twice"),
+    (Fuse("a", "b"), adaptkit.FusionConfig(residual_before=True), "residual_before"),
+    (Fuse("a", "b"), adaptkit.FusionConfig(query_before_ln=True), "query_before_ln"),
 ])
-def test_seq_bn_steps_that_need_the_residual_apart_are_refused(block, match):
+def test_seq_bn_steps_that_need_the_residual_apart_are_refused(block, config, match):
     model = model_with("pfeiffer")
-    if isinstance(block, Fuse):
-        adaptkit.add_fusion(model, block, train_head=False, activate=False)
+    if config is not None:
+        adaptkit.add_fusion(model, block, config=config, train_head=False, activate=False)
     with pytest.raises(adaptkit.AdapterError, match=match):
         run(model, tiny_inputs(model), block)
 

@@ -55,6 +55,9 @@ def test_training_a_fusion_moves_only_its_layers_and_its_head():
     own = {id(p) for p in fusion.parameters()}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert trainable == own and len(fusion.site_modules) == 2 and fusion.own_copies  # one site per layer, a head
+    report = adaptkit.count_parameters(model)
+    assert report.trainable["adapters"] == 2 * (2 * (64 * 64 + 64) + 64 * 64)  # query, key, value per layer
+    assert report.trainable["head"] == 64 * 2 + 2 and report.trainable["other"] == 0
     before = snapshot(model)
     assert adaptkit.fusion_regularization_loss(model).item() < 1e-6  # the value matrices start at the identity
     train(model)
