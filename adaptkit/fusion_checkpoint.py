@@ -30,6 +30,7 @@ from .config import AdapterConfig, FusionConfig
 from .errors import AdapterError, AdapterConfigError, CheckpointError
 from .fusion import FusionLayer, fusion_sites, insert_fusion, remove_fusion
 from .head import ClassificationHead, refuse_beside_a_head
+from .install import copy_tensors
 from .model import _require_state, refuse_meta, set_active_adapter
 from .routing import Fuse, composition_from_dict
 from .state import AdapterState, get_state
@@ -182,12 +183,7 @@ def _install(model: nn.Module, state: AdapterState, block: Fuse, config: FusionC
     previous = state.active
     entry = insert_fusion(model, state, block, config, sites, train_head, initialise=False, head=head)
     try:
-        with torch.no_grad():
-            for site, module in entry.site_modules.items():
-                for key, value in module.state_dict().items():
-                    value.copy_(tensors[f"fusion:{site}:{key}"])
-            for name, param in entry.task_values().items():
-                param.copy_(tensors[f"task:{name}"])
+        copy_tensors(entry, tensors, "fusion")
         if activate:
             set_active_adapter(model, block)
     except BaseException:

@@ -105,9 +105,7 @@ def inputs(model_type: str, vocab: int) -> dict[str, torch.Tensor]:
 def worker(output_dir: Path, size: str, cases: list[str]) -> None:
     """Runs in the virtualenv: writes ``<arch>_<case>/`` (AdapterHub's files + expected.pt)."""
     import adapters
-    from adapters import AutoAdapterModel
     from safetensors.torch import save_file
-    from transformers import AutoConfig
 
     for model_type in COMPOSITION_ARCHITECTURES:
         for case in (c for c in cases if c in COMPOSITIONS):
@@ -115,14 +113,7 @@ def worker(output_dir: Path, size: str, cases: list[str]) -> None:
     for model_type in ARCHITECTURES:
         for case in (c for c in cases if c in CASES):
             class_name, kwargs, head, safe = CASES[case]
-            config = AutoConfig.for_model(model_type, **model_config_fields(model_type, size))
-            torch.manual_seed(SEED)
-            model = AutoAdapterModel.from_config(config, attn_implementation="eager")
-            seeded_weights(model.base_model)
-            model.eval()
-            batch = inputs(model_type, config.vocab_size)
-            with torch.no_grad():
-                bare = model.base_model(**batch).last_hidden_state
+            model, batch, bare = adapterhub_base(model_type, size)
             model.add_adapter("task", config=getattr(adapters, class_name)(**kwargs))
             if head is not None:
                 model.add_classification_head("task", **head)
@@ -153,6 +144,23 @@ def worker(output_dir: Path, size: str, cases: list[str]) -> None:
                  "adapters": adapters.__version__, "case": case}, indent=1) + "\n")
 
 
+def adapterhub_base(model_type: str, size: str):
+    """In the virtualenv: AdapterHub's model with the seeded base (eager, eval), the batch, and the
+    bare base's last hidden state."""
+    from adapters import AutoAdapterModel
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(model_type, **model_config_fields(model_type, size))
+    torch.manual_seed(SEED)
+    model = AutoAdapterModel.from_config(config, attn_implementation="eager")
+    seeded_weights(model.base_model)
+    model.eval()
+    batch = inputs(model_type, config.vocab_size)
+    with torch.no_grad():
+        bare = model.base_model(**batch).last_hidden_state
+    return model, batch, bare
+
+
 def train_steps(model, batch: dict, head_labels: int | None) -> None:
     """A few AdamW steps on what is trainable, dropout on: the head's cross-entropy, or (no head)
     the squared last hidden state."""
@@ -174,20 +182,12 @@ def composition_worker(folder: Path, model_type: str, size: str, case: str) -> N
     """AdapterHub side of a composition case: each adapter trained alone (a Stack: as the stack), a
     fusion trained over them, outputs under the block, each adapter and the fusion saved."""
     import adapters
-    from adapters import AutoAdapterModel, composition
+    from adapters import composition
     from safetensors.torch import save_file
-    from transformers import AutoConfig
 
     class_name, names, block_text, heads, fusion = COMPOSITIONS[case]
     block = eval(block_text, vars(composition))  # noqa: S307 - a constant of this file
-    config = AutoConfig.for_model(model_type, **model_config_fields(model_type, size))
-    torch.manual_seed(SEED)
-    model = AutoAdapterModel.from_config(config, attn_implementation="eager")
-    seeded_weights(model.base_model)
-    model.eval()
-    batch = inputs(model_type, config.vocab_size)
-    with torch.no_grad():
-        bare = model.base_model(**batch).last_hidden_state
+    model, batch, bare = adapterhub_base(model_type, size)
     for name in names:
         model.add_adapter(name, config=getattr(adapters, class_name)())
         if name in heads:
