@@ -189,6 +189,33 @@ def test_fuse_of_seq_bn_adapters_queries_the_normalised_state():
     moved_and_equal(model, tiny_inputs(model), Fuse("a", "b"), formula, seq_bn=True)
 
 
+def test_gpt2_seq_bn_compositions_read_the_block_output():
+    """GPT-2's SeqBn site is the block's output y = h + r (no LayerNorm after it): a Stack is
+    y1 = y + up_a(y), y1 + up_b(y1); a Fuse y + Σ p_i up_i(y)."""
+    model = model_with("pfeiffer", model_type="gpt2")
+    adaptkit.add_fusion(model, Fuse("a", "b"), train_head=False, activate=False)
+    inputs = tiny_inputs(model)
+
+    def on_block_output(formula):
+        def hook(slot, out):
+            y = out[0] if isinstance(out, tuple) else out
+            result = formula(slot, y)
+            return (result,) + out[1:] if isinstance(out, tuple) else result
+        return hook
+
+    def stacked(s, y):
+        y1 = y + bottleneck(s.adapters["a"], y)
+        return y1 + bottleneck(s.adapters["b"], y1)
+
+    def fused(s, y):
+        return fusion(s.fusions["a,b"], y, torch.stack([bottleneck(s.adapters[n], y) for n in "ab"], dim=2), y)
+
+    moved_and_equal(model, inputs, Stack("a", "b"), on_block_output(stacked))
+    moved_and_equal(model, inputs, Fuse("a", "b"), on_block_output(fused))
+    with pytest.raises(adaptkit.AdapterError, match="scales the residual"):
+        run(model, inputs, Average("a", "b"))
+
+
 @pytest.mark.parametrize("block, config, match", [
     (Average("a", "b"), None, "scales the residual"),
     (Fuse(Stack("a", "c"), "b"), "dynamic", "normalises the state twice"),
@@ -251,9 +278,17 @@ def test_a_composition_with_none_of_its_adapters_at_a_site_leaves_it_as_the_base
 
 # ---------------------------------------------------------------- mixed batches, threads, writes
 
-def test_mixed_batch_with_compositions_matches_each_alone():
-    model = model_with("pfeiffer")
-    adaptkit.add_fusion(model, Fuse("a", "b"), train_head=False, activate=False)
+@pytest.mark.parametrize("placement, own_copies", [("pfeiffer", False), ("houlsby", True)])
+def test_mixed_batch_with_compositions_matches_each_alone(placement, own_copies):
+    """Each example its own block; with own LayerNorm and head copies (a fusion's head among them)
+    each row runs its owner's."""
+    model = model_with(placement, train_layernorms=own_copies, train_head=own_copies)
+    adaptkit.add_fusion(model, Fuse("a", "b"), train_head=own_copies, activate=False)
+    if own_copies:
+        with torch.no_grad():
+            for entry in [*get_state(model).adapters.values(), *get_state(model).fusions.values()]:
+                for param in entry.task_values().values():
+                    param.add_(torch.randn_like(param) * 0.2)
     inputs = tiny_inputs(model, batch=4)
     routes = [Stack("a", "b"), "c", None, Fuse("a", "b")]
     with adaptkit.per_example_adapters(model, routes):
