@@ -64,3 +64,15 @@ def test_an_adapterhub_fusion_refuses_missing_adapters_and_loads_without_its_hea
     assert "logits" not in out
     torch.testing.assert_close(out.last_hidden_state, expected["hidden"], atol=1e-5, rtol=0)
     adaptkit.delete_fusion(model, block)
+
+
+def test_an_adapterhub_fusion_resaved_by_adaptkit_reloads_exactly(tmp_path):
+    folder = FIXTURES / "composition_roberta_fuse"
+    model, described, expected, batch, _ = loaded(folder)
+    adaptkit.save_fusion(model, tmp_path / "fusion", "a,b,c")
+    fresh, *_ = compat.rebuilt_base(folder)
+    for name in described["names"]:
+        adaptkit.load_adapter(fresh, folder / name)
+    adaptkit.load_fusion(fresh, tmp_path / "fusion")
+    with torch.no_grad():
+        assert torch.equal(fresh(**batch).logits, model(**batch).logits)

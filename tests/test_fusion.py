@@ -146,3 +146,17 @@ def test_a_fused_adapter_is_kept_until_its_fusion_goes():
     assert not any(".fusions." in n for n, _ in model.named_parameters())
     assert torch.equal(logits(model, inputs, "rte"), base)
     adaptkit.delete_adapter(model, "rte")
+
+
+def test_save_pretrained_restores_the_adapters_of_an_active_composition(tmp_path):
+    """The folder keeps the fusion's tensors, but restore_adapters rebuilds adapters only (fusions
+    save with save_fusion); the active composition is recorded, not restored."""
+    model = with_adapters()
+    adaptkit.add_fusion(model, Fuse("sst2", "rte"))
+    adaptkit.set_active_adapter(model, Stack("mrpc", Fuse("sst2", "rte")))
+    model.save_pretrained(tmp_path)
+    record = json.loads((tmp_path / "config.json").read_text())["adaptkit_adapters"]
+    assert record["active"]["type"] == "Stack"
+    fresh = type(model).from_pretrained(tmp_path)
+    assert sorted(adaptkit.restore_adapters(fresh, tmp_path)) == sorted(NAMES)
+    assert get_state(fresh).fusions == {} and adaptkit.active_adapter(fresh) is None
