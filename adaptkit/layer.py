@@ -270,6 +270,10 @@ class ModuleHook:
             return self._rows(module, slot, routing, args, kwargs, output)
         if isinstance(routing, str) and routing not in slot.adapters:
             return output
+        if isinstance(routing, Composition) and routing.channels > 1 and not self.state.copies_the_batch():
+            raise AdapterError(f"{routing!r} copies the batch at the model's input, but {type(module).__name__} runs "
+                               "outside a call of the model (a submodule called directly, e.g. model.bert(...)): call "
+                               "the model itself, or route that call to one adapter")
         return _run_routed(slot, module, routing, args, kwargs, output, self._only_holder(module, output))
 
     def _rows(self, module: nn.Module, slot: AdapterSlot, routing: RowGroups, args: tuple, kwargs: dict, output):

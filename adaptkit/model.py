@@ -25,7 +25,7 @@ from .head import ClassificationHead, HeadSlot
 from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, RoutedForward, SumSlot, TaskSlot, repeat_rows
 from .params import SLOT_ATTR, TASK_ATTR, BaseParameters, base_parameters
 from .routing import Composition, Fuse, Routing, RowGroups, fuses_in, routed_names
-from .state import STATE_ATTR, AdapterEntry, AdapterState, get_state
+from .state import STATE_ATTR, AdapterEntry, AdapterState, get_state, in_backward
 from .targets import HEAD, SEQ_POST_LN, SEQ_PRE_LN, Site, norms_below_adapters, resolve_sites
 
 #: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
@@ -558,7 +558,7 @@ class _RerunWithForwardRouting:
         state, routing = self.state, self.state.current()
 
         def run(*inner_args, **inner_kwargs):
-            if not _in_backward():
+            if not in_backward():
                 return function(*inner_args, **inner_kwargs)
             token = state.run_as(routing)
             try:
@@ -568,7 +568,4 @@ class _RerunWithForwardRouting:
 
         return self.original(run, *args, **kwargs)
 
-
-def _in_backward() -> bool:
-    return torch._C._current_graph_task_id() != -1
 

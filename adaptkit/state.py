@@ -143,6 +143,13 @@ class AdapterState:
         with self.lock:
             _decrement(self.forwards, threading.get_ident())
 
+    def copies_the_batch(self) -> bool:
+        """Whether this thread's forwards copy the batch for a Parallel: it is inside a call of the
+        model (whose input hook copies it), or in backward, rerunning a checkpointed block of one."""
+        with self.lock:
+            inside = self.forwards[threading.get_ident()] > 0
+        return inside or in_backward()
+
     def refuse_while_busy(self, action: str) -> None:
         """Changing the model's modules while another thread runs it would change them under
         that thread's forward (and torch's hook dicts while it iterates them): refused."""
@@ -169,6 +176,11 @@ class AdapterState:
                 f"cannot {action} {name!r}: {count} open using()/per_example_adapters "
                 "context(s) route to it, and their forwards would silently run without it. Leave "
                 "those contexts first")
+
+
+def in_backward() -> bool:
+    """Whether autograd's backward is running in this thread (a checkpointed block's rerun)."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def _pins(routing: Routing) -> tuple[str, ...]:

@@ -162,6 +162,28 @@ def test_parallel_runs_each_child_on_its_copy_of_the_batch():
     labels = torch.tensor([0, 1])
     with adaptkit.using(model, Parallel("a", "b")):  # labels are copied with the batch
         assert model(**inputs, labels=labels).loss.isfinite()
+        with pytest.raises(adaptkit.AdapterError, match="outside a call of the model"):
+            model.bert(**inputs)  # the copy happens at the model's input: a submodule alone is refused
+
+
+def test_parallel_under_activation_checkpointing_trains_as_without():
+    model = model_with("houlsby", model_type="llama", train_head=True)
+    inputs = tiny_inputs(model)
+
+    def grads(checkpointing: bool):
+        model.zero_grad()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+        with adaptkit.using(model, Parallel("a", "b")):
+            model.train()(**inputs).logits.pow(2).sum().backward()
+        model.eval()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    adaptkit.set_trainable_adapters(model, ["a", "b"])
+    plain, checkpointed = grads(False), grads(True)
+    assert plain.keys() == checkpointed.keys() and len(plain) > 0
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name])
 
 
 # ---------------------------------------------------------------- SeqBn sites: LN(h + x)
