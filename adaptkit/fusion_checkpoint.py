@@ -165,11 +165,10 @@ def _install(model: nn.Module, state: AdapterState, block: Fuse, config: FusionC
     if [s for s in sites if s.kind != HEAD] != fusion_sites(model, state, block):
         raise CheckpointError(f"{path}: the fusion's sites are not those of the model's adapters {block.name!r}: "
                               "adapters of another placement or other layers carry these names")
-    dropout = 0.0
     expected = {}
-    for site in sites:
+    for site in sites:  # built on meta: their shapes only
         module = (ClassificationHead(site.width, head, device="meta", initialise=False) if site.kind == HEAD
-                  else FusionLayer(site.width, config, dropout, device="meta", initialise=False))
+                  else FusionLayer(site.width, config, 0.0, device="meta", initialise=False))
         expected.update((f"fusion:{site.name}:{k}", tuple(v.shape)) for k, v in module.state_dict().items())
     if train_head:
         expected.update((f"task:{n}", tuple(model.get_parameter(n).shape)) for n in state.base.head)
