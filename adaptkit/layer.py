@@ -270,7 +270,8 @@ class ModuleHook:
             return self._rows(module, slot, routing, args, kwargs, output)
         if isinstance(routing, str) and routing not in slot.adapters:
             return output
-        if isinstance(routing, Composition) and routing.channels > 1 and not self.state.copies_the_batch():
+        if (isinstance(routing, Composition) and routing.channels > 1 and module is not self.state.model_ref()
+                and not self.state.copies_the_batch()):  # the model's own hook (a head's) runs after its call ends
             raise AdapterError(f"{routing!r} copies the batch at the model's input, but {type(module).__name__} runs "
                                "outside a call of the model (a submodule called directly, e.g. model.bert(...)): call "
                                "the model itself, or route that call to one adapter")
