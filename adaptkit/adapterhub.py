@@ -83,8 +83,8 @@ def load_adapterhub(model: nn.Module, directory: str | Path, name: str | None = 
     refuse_meta(model)
     directory = Path(directory)
     if (directory / FUSION_CONFIG).is_file():
-        raise CheckpointError(f"{directory} holds AdapterFusion ({FUSION_CONFIG}): adaptkit loads single "
-                              "bottleneck adapters only; load each fused adapter from its own folder")
+        raise CheckpointError(f"{directory} holds an AdapterFusion ({FUSION_CONFIG}), not an adapter: load it with "
+                              "adaptkit.load_fusion(model, folder) after loading each fused adapter from its own folder")
     meta = _read_json(directory / CONFIG)
     ah_config = meta.get("config")
     if not isinstance(ah_config, dict):
@@ -221,12 +221,7 @@ def _adapter_tensors(model: nn.Module, model_type: str, config: AdapterConfig, a
     (a ``scaling`` folded into the up-projection)."""
     path = directory / (SAFE_WEIGHTS if (directory / SAFE_WEIGHTS).is_file() else WEIGHTS)
     blocks = find_blocks(model)
-    layer_of = {b: i for i, b in enumerate(blocks)}
-    by_place: dict[tuple[int, str], Site] = {}
-    for site in resolve_sites(model, config):
-        block = block_of(site.name, blocks)
-        location = "mh_adapter" if site.kind == ATTENTION else "output_adapter"
-        by_place[(layer_of[block], location)] = site
+    by_place = places(model, resolve_sites(model, config))
     found: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     for key, value in weights.items():
         match = _KEY.match(key)
@@ -261,6 +256,14 @@ def _adapter_tensors(model: nn.Module, model_type: str, config: AdapterConfig, a
         sites.append(site)
         tensors.update((f"adapter:{site.name}:{k}", v) for k, v in own.items())
     return sites, tensors
+
+
+def places(model: nn.Module, sites: list[Site]) -> dict[tuple[int, str], Site]:
+    """Each site by AdapterHub's (layer, location) for it: "mh_adapter" after attention, else "output_adapter"."""
+    blocks = find_blocks(model)
+    layer_of = {b: i for i, b in enumerate(blocks)}
+    return {(layer_of[block_of(s.name, blocks)], "mh_adapter" if s.kind == ATTENTION else "output_adapter"): s
+            for s in sites}
 
 
 def _head_spec(model: nn.Module, model_type: str, directory: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_paths, json_text, sha256_file
-from .adapterhub import is_adapterhub_folder, load_adapterhub
+from .adapterhub import FUSION_CONFIG, is_adapterhub_folder, load_adapterhub
 from .config import AdapterConfig, fields_of_format
 from .engines import barrier_if, class_name, clean_name, refuse_sharded, sharded_by, shape_of, unwrap, whole_tensors, writes_here
 from .errors import AdapterConfigError, BaseModelMismatchError, CheckpointError
@@ -39,6 +39,8 @@ from .targets import HEAD, Site, find_blocks, site_width
 FORMAT_VERSION = 4
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+FUSION_CONFIG_NAME = "fusion_config.json"  # a fusion's own checkpoint (adaptkit.fusion_checkpoint)
+FUSION_WEIGHTS_NAME = "fusion_model.safetensors"
 _FINGERPRINT_TENSORS = 3
 _FINGERPRINT_VALUES = 8
 
@@ -133,6 +135,10 @@ def load_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     """
     refuse_meta(model)
     refuse_sharded(model, "load an adapter")
+    fusion = next((f for f in (FUSION_CONFIG_NAME, FUSION_CONFIG) if (Path(directory) / f).is_file()), None)
+    if fusion is not None:
+        raise CheckpointError(f"{directory} holds an AdapterFusion ({fusion}), not an adapter: load the fused "
+                              "adapters from their own folders, then the fusion with adaptkit.load_fusion(model, folder)")
     if is_adapterhub_folder(directory):
         return load_adapterhub(model, directory, name=name, activate=activate, load_head=load_head)
     directory = local_folder(directory, [CONFIG_NAME, WEIGHTS_NAME], revision)

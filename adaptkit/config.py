@@ -243,3 +243,79 @@ def _check_block_list(name: str, value: Any) -> list[int] | None:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise AdapterConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """An AdapterFusion layer (Pfeiffer et al. 2021), with AdapterHub 1.3.0's fields and meaning.
+
+    query / key / value: learned projections (value without bias); the attention is
+    ``softmax(query(q) · key(up_i))`` over the fused adapters' up-projection outputs ``up_i``.
+    value_before_softmax: the value projection applies to each ``up_i`` (True) or to the mix.
+    value_initialized: the value matrix starts at the identity (off-diagonal 1e-6).
+    residual_before: the residual is added to each ``up_i`` before the attention (also to the
+        keys, as AdapterHub's in-place add does) instead of to the mix after it.
+    query_before_ln: the query is read before the model's LayerNorm (SeqBn) instead of after.
+    regularization: ``fusion_regularization_loss`` pulls the value matrix towards the identity
+        (0.01·Σ(I − V)²; AdapterHub's trainer adds it at each step).
+    dropout_prob: dropout on the attention scores; None (or 0, AdapterHub's ``or``): the model's
+        ``attention_probs_dropout_prob``.
+    temperature: AdapterHub anneals the softmax temperature from 50 down to 1 by writing it on every
+        forward call, so its output depends on how many forwards ran; adaptkit's forward writes
+        nothing, and refuses True.
+    Presets by name: ``FusionConfig.dynamic()`` (AdapterHub's default) and ``FusionConfig.static()``.
+    """
+
+    key: bool = True
+    query: bool = True
+    value: bool = True
+    query_before_ln: bool = False
+    regularization: bool = True
+    residual_before: bool = False
+    temperature: bool = False
+    value_before_softmax: bool = True
+    value_initialized: bool = True
+    dropout_prob: float | None = None
+
+    def __post_init__(self) -> None:
+        for flag in ("key", "query", "value", "query_before_ln", "regularization", "residual_before", "temperature",
+                     "value_before_softmax", "value_initialized"):
+            if not isinstance(getattr(self, flag), bool):
+                raise AdapterConfigError(f"fusion {flag} must be true or false, got {getattr(self, flag)!r}")
+        if self.temperature:
+            raise AdapterConfigError(
+                "fusion temperature=True is not supported: AdapterHub anneals the softmax temperature by writing it "
+                "on every forward (T = max(T - 0.05, 1) from 50), so outputs depend on how many forwards ran, and "
+                "adaptkit's forward writes nothing to the model; use temperature=False (both presets do)")
+        if not (self.key or self.query or self.value):
+            raise AdapterConfigError("fusion with key, query and value all false is not supported (AdapterHub builds an "
+                                     "unused layer for it); enable at least one")
+        if self.dropout_prob is not None and (isinstance(self.dropout_prob, bool) or
+                                              not isinstance(self.dropout_prob, (int, float))
+                                              or not 0.0 <= self.dropout_prob < 1.0):
+            raise AdapterConfigError(f"fusion dropout_prob must be None or in [0, 1), got {self.dropout_prob!r}")
+
+    @classmethod
+    def dynamic(cls, **kwargs: Any) -> "FusionConfig":
+        """AdapterHub's ``DynamicAdapterFusionConfig`` ("dynamic", its default)."""
+        return cls(**kwargs)
+
+    @classmethod
+    def static(cls, **kwargs: Any) -> "FusionConfig":
+        """AdapterHub's ``StaticAdapterFusionConfig``: no value matrix, no regularization."""
+        return cls(**{"value": False, "regularization": False, "value_initialized": False, **kwargs})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
+        """A fusion config from its fields; AdapterHub's ``value_initialized`` may be a string."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise AdapterConfigError(f"unknown fusion config field(s) {unknown}; valid fields: {sorted(known)}")
+        fields = dict(data)
+        if isinstance(fields.get("value_initialized"), str):
+            fields["value_initialized"] = fields["value_initialized"].lower() not in ("", "false")
+        return cls(**fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -54,7 +54,7 @@ def count_parameters(model: nn.Module) -> ParameterReport:
     by_id: dict[int, str] = {}
     if state is not None:  # the adapters' own map, and the base's categories found at the first add
         base = state.base
-        for entry in state.adapters.values():
+        for entry in [*state.adapters.values(), *state.fusions.values()]:  # fusion layers count as adapters
             by_id.update((id(p), "adapters") for m in entry.site_modules.values() for p in m.parameters())
             by_id.update((id(p), base.category(n)) for n, p in entry.task_values().items())
     else:

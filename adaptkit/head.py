@@ -15,8 +15,9 @@ from transformers.activations import get_activation
 from transformers.utils import ModelOutput
 
 from .errors import AdapterError, CheckpointError
-from .layer import AdapterSlot, UninitialisedLinear
+from .layer import AdapterSlot, UninitialisedLinear, owned_key
 from .params import head_parameter_names
+from .routing import Parallel, copy_owner
 
 
 
@@ -78,11 +79,33 @@ class HeadSlot(AdapterSlot):
                     "adapter at a time")
 
     def adapted_output(self, module, adapter, args, kwargs, output, norm, overwrite):  # noqa: ARG002
+        return self._with_logits(module, [adapter], args, kwargs, output)
+
+    def compose(self, module, block, args, kwargs, output, norm):  # noqa: ARG002
+        """The composition's head (``copy_owner``: a Fuse's own, else its last adapter's); under a
+        Parallel each copy of the batch gets its child's."""
+        owner = copy_owner(block)
+        keys = set(self.adapters) | set(self.fusions)
+        found = [owned_key(copy_owner(o), keys) for o in (owner.children if isinstance(owner, Parallel) else [owner])]
+        if not any(found):
+            return output
+        heads = [self.fusions[k] if k in self.fusions else self.adapters[k] for k in found if k]
+        if len(heads) < len(found) or len({h[-1].out_features for h in heads}) > 1:
+            raise AdapterError(f"{block!r}: under a Parallel every copy of the batch needs its own head (AdapterHub's), "
+                               f"all with one number of labels; found heads {found}")
+        return self._with_logits(module, heads, args, kwargs, output)
+
+    def _with_logits(self, module, heads: list, args, kwargs, output):
+        """``output`` with ``logits``: each head on its share of the rows (one share per head)."""
         if not isinstance(output, ModelOutput):
             raise AdapterError("an adapter with its own head needs the model's output as a ModelOutput, "
                                "to add its logits: call the model with return_dict=True")
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         pad = getattr(getattr(module, "config", None), "pad_token_id", None)
-        features = adapter.read(output, input_ids, pad)
-        output["logits"] = adapter(features.to(adapter[1].weight.dtype)).to(features.dtype)  # this call's own output
+        size = output[0].shape[0] // len(heads)
+        parts = []
+        for index, head in enumerate(heads):
+            features = head.read(output, input_ids, pad)[index * size:(index + 1) * size]
+            parts.append(head(features.to(head[1].weight.dtype)).to(features.dtype))
+        output["logits"] = torch.cat(parts)  # this call's own output
         return output

@@ -8,7 +8,7 @@ from torch import nn
 from .config import AdapterConfig
 from .model import active_adapter, delete_adapter, insert_adapter, set_active_adapter, site_module, task_parameter_names
 from .params import BaseParameters
-from .state import get_state
+from .state import AdapterEntry, get_state
 from .targets import Site
 
 
@@ -21,12 +21,7 @@ def install_adapter(model: nn.Module, config: AdapterConfig, name: str, sites: l
     insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
     entry = get_state(model).adapters[name]
     try:
-        with torch.no_grad():
-            for site_name, module in entry.site_modules.items():
-                for key, value in module.state_dict().items():
-                    value.copy_(tensors[f"adapter:{site_name}:{key}"])
-            for param_name, param in entry.task_values().items():
-                param.copy_(tensors[f"task:{param_name}"])
+        copy_tensors(entry, tensors, "adapter")
         if activate:
             set_active_adapter(model, name)
     except BaseException:
@@ -35,6 +30,17 @@ def install_adapter(model: nn.Module, config: AdapterConfig, name: str, sites: l
             set_active_adapter(model, previous)
         raise
     return name
+
+
+@torch.no_grad()
+def copy_tensors(entry: AdapterEntry, tensors: dict[str, torch.Tensor], kind: str) -> None:
+    """Copy checked tensors into an adapter's (or fusion's) modules: ``<kind>:<site>:<key>`` into
+    its module at each site, ``task:<parameter>`` into its LayerNorm and head copies."""
+    for site_name, module in entry.site_modules.items():
+        for key, value in module.state_dict().items():
+            value.copy_(tensors[f"{kind}:{site_name}:{key}"])
+    for param_name, param in entry.task_values().items():
+        param.copy_(tensors[f"task:{param_name}"])
 
 
 def expected_shapes(model: nn.Module, config: AdapterConfig, sites: list[Site],

@@ -5,7 +5,8 @@ An adapted module keeps its class and its parameters. Beside them it gets child 
 ``TaskSlot`` (``<module>.adaptkit_task``) holding each adapter's own copy of the module itself when
 the adapter trains that module's parameters (a LayerNorm, a head Linear). One forward hook,
 installed when the first slot arrives, reads the routing of the calling thread and replaces the
-module's output by the routed adapter's: its copy's output, plus its bottleneck's delta. Nothing of
+module's output by the routed adapter's: its copy's output, plus its bottleneck's delta (for a
+composition, what ``adaptkit.composition`` computes from the slot's adapters and fusions). Nothing of
 the model is written while it runs, and every parameter is used inside its own module's call, so
 module hooks (ZeRO-3, FSDP, profilers) see each one.
 """
@@ -18,10 +19,11 @@ from functools import partial
 import torch
 from torch import nn
 
+from . import composition
 from .config import AdapterConfig
 from .errors import AdapterError
 from .params import SLOT_ATTR, TASK_ATTR
-from .routing import RowGroups
+from .routing import Composition, Fuse, Parallel, RowGroups, copy_owner
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh,
@@ -113,10 +115,13 @@ class AdapterSlot(nn.Module):
 
     #: why a mixed batch cannot run this slot's adapters (None: it can, row by row)
     refuses_rows: str | None = None
+    #: the slot sees the sub-layer's output plus its residual (AdapterHub's SeqBn), not the output alone
+    sums = False
 
     def __init__(self) -> None:
         super().__init__()
         self.adapters = nn.ModuleDict()
+        self.fusions = nn.ModuleDict()  # AdapterFusion layers, keyed by the Fuse's name ("a,b")
 
     def adapted_output(self, module: nn.Module, adapter: nn.Module, args: tuple, kwargs: dict, output, norm,  # noqa: ARG002
               overwrite: bool):
@@ -126,6 +131,21 @@ class AdapterSlot(nn.Module):
         adapted = adapter(hidden, hidden, overwrite)
         return (adapted,) + output[1:] if isinstance(output, tuple) else adapted
 
+    def compose(self, module: nn.Module, block: Composition, args: tuple, kwargs: dict, output, norm):  # noqa: ARG002
+        """The output under a composition of this slot's adapters (unchanged where none is here)."""
+        hidden = output[0] if isinstance(output, tuple) else output
+        adapted = composition.run(composition.Site(self.adapters, self.fusions, None, self.sums), block, hidden)
+        if adapted is None:
+            return output
+        return (adapted,) + output[1:] if isinstance(output, tuple) else adapted
+
+
+class SumSlot(AdapterSlot):
+    """A pre-LN block's output (GPT-2's SeqBn site): the adapter reads and adds to ``h + r``, as
+    ``AdapterSlot`` computes; a composition knows it sees the sum."""
+
+    sums = True
+
 
 class RenormSlot(AdapterSlot):
     """AdapterHub's SeqBn in a post-LN block, from the feed-forward's own LayerNorm: that norm
@@ -133,8 +153,14 @@ class RenormSlot(AdapterSlot):
     norm runs again on ``y + delta``, i.e. ``LN(h + x + up(act(down(LN(h + x)))))``, with the
     routed adapter's own LayerNorm in both calls where it trains one."""
 
+    sums = True
+
     def adapted_output(self, module, adapter, args, kwargs, output, norm, overwrite):  # noqa: ARG002
         return norm(args[0] + adapter.delta(output))
+
+    def compose(self, module, block, args, kwargs, output, norm):  # noqa: ARG002
+        adapted = composition.run(composition.Site(self.adapters, self.fusions, norm, True), block, args[0])
+        return output if adapted is None else adapted
 
 
 class TaskSlot(nn.Module):
@@ -190,12 +216,15 @@ class RoutedForward:
             return self._rows(routing, args, kwargs)
         return self.for_adapter(routing)(*args, **kwargs)
 
-    def for_adapter(self, name: str | None):
-        """What the module computes for adapter ``name``: its copy's forward, or the module's own."""
+    def for_adapter(self, routing):
+        """What the module computes for an adapter (or composition): the owner's copy's forward
+        (``routing.copy_owner``; per copy of the batch under a Parallel), or the module's own."""
         task = getattr(self.module, TASK_ATTR, None)
-        if name is None or task is None or name not in task.values:
-            return self.base
-        return partial(_call_own, task.values[name])
+        owner = copy_owner(routing)
+        if isinstance(owner, Parallel):
+            return partial(_per_channel, [self.for_adapter(child) for child in owner.children])
+        name = owned_key(owner, task.values if task is not None else {})
+        return self.base if name is None else partial(_call_own, task.values[name])
 
     def base(self, *args, **kwargs):
         return self.inner(*args, **kwargs) if self.inner is not None else type(self.module).forward(
@@ -204,7 +233,8 @@ class RoutedForward:
     def _rows(self, routing: RowGroups, args: tuple, kwargs: dict):
         output = self.base(*args, **kwargs)
         task = getattr(self.module, TASK_ATTR, None)
-        mine = [(n, rows) for n, rows in routing.groups if task is not None and n in task.values]
+        mine = [(n, rows) for n, rows in routing.groups
+                if task is not None and owned_key(copy_owner(n), task.values) is not None]
         if not mine:
             return output
         hidden = _first_tensor(output)
@@ -238,13 +268,18 @@ class ModuleHook:
             return output
         if isinstance(routing, RowGroups):
             return self._rows(module, slot, routing, args, kwargs, output)
-        if routing not in slot.adapters:
+        if isinstance(routing, str) and routing not in slot.adapters:
             return output
-        return slot.adapted_output(module, slot.adapters[routing], args, kwargs, output, _norm_of(module, routing),
-                          self._only_holder(module, output))
+        if (isinstance(routing, Composition) and routing.channels > 1 and module is not self.state.model_ref()
+                and not self.state.copies_the_batch()):  # the model's own hook (a head's) runs after its call ends
+            raise AdapterError(f"{routing!r} copies the batch at the model's input, but {type(module).__name__} runs "
+                               "outside a call of the model (a submodule called directly, e.g. model.bert(...)): call "
+                               "the model itself, or route that call to one adapter")
+        return _run_routed(slot, module, routing, args, kwargs, output, self._only_holder(module, output))
 
     def _rows(self, module: nn.Module, slot: AdapterSlot, routing: RowGroups, args: tuple, kwargs: dict, output):
-        mine = [(n, rows) for n, rows in routing.groups if n in slot.adapters]
+        mine = [(n, rows) for n, rows in routing.groups
+                if (n in slot.adapters if isinstance(n, str) else set(n.flatten()) & set(slot.adapters))]
         if not mine:
             return output
         if slot.refuses_rows:
@@ -252,13 +287,13 @@ class ModuleHook:
         hidden = _first_tensor(output)
         routing.check_rows(hidden, f"{type(module).__name__} (an adapted module)")
         rows = [r.to(hidden.device) for _, r in mine]
-        if type(slot) is AdapterSlot:  # deltas only: one scatter of every group's
+        if type(slot).apply is AdapterSlot.apply and all(isinstance(n, str) for n, _ in mine):
+            # deltas only: one scatter of every group's
             deltas = [slot.adapters[n].delta(hidden[r]) for (n, _), r in zip(mine, rows)]
             adapted = hidden.index_add(0, torch.cat(rows), torch.cat(deltas).to(hidden.dtype))
         else:
-            parts = [_first_tensor(slot.adapted_output(module, slot.adapters[n], _pick(args, r, routing.size),
-                                              _pick(kwargs, r, routing.size), _pick(output, r, routing.size),
-                                              _norm_of(module, n), False))
+            parts = [_first_tensor(_run_routed(slot, module, n, _pick(args, r, routing.size),
+                                               _pick(kwargs, r, routing.size), _pick(output, r, routing.size), False))
                      for (n, _), r in zip(mine, rows)]
             adapted = hidden.index_copy(0, torch.cat(rows), torch.cat(parts).to(hidden.dtype))
         return (adapted,) + tuple(output[1:]) if isinstance(output, tuple) else adapted
@@ -271,10 +306,41 @@ class ModuleHook:
                 and not nn.modules.module._global_forward_hooks and next(hooks, None) is self)
 
 
-def _norm_of(module: nn.Module, name: str):
-    """The module's computation for adapter ``name`` (a renormalising slot runs it again)."""
+def _run_routed(slot: AdapterSlot, module: nn.Module, routing, args: tuple, kwargs: dict, output, overwrite: bool):
+    """The slot's output for one adapter or composition."""
+    norm = _norm_of(module, routing)
+    if isinstance(routing, Composition):
+        return slot.compose(module, routing, args, kwargs, output, norm)
+    return slot.adapted_output(module, slot.adapters[routing], args, kwargs, output, norm, overwrite)
+
+
+def _norm_of(module: nn.Module, routing):
+    """The module's computation for an adapter or composition (a renormalising slot runs it again)."""
     routed = vars(module).get("forward")
-    return routed.for_adapter(name) if isinstance(routed, RoutedForward) else module.forward
+    return routed.for_adapter(routing) if isinstance(routed, RoutedForward) else module.forward
+
+
+def owned_key(owner, keys) -> str | None:
+    """The key of ``keys`` (an adapter's, or a fusion's ``"a,b"``) whose copy runs for ``owner``
+    (``copy_owner``'s answer): a Fuse's own copy, else its last child's."""
+    while isinstance(owner, Fuse):
+        if owner.name in keys:
+            return owner.name
+        owner = copy_owner(owner.children[-1])
+    return owner if isinstance(owner, str) and owner in keys else None
+
+
+def _per_channel(computations: list, *args, **kwargs):
+    """Under a Parallel the batch holds one copy per child: each copy's rows get its child's
+    computation (``computations[i]``)."""
+    like = _first_tensor(args[0] if args else next(iter(kwargs.values())))
+    size = like.shape[0] // len(computations)
+    parts = []
+    for index, compute in enumerate(computations):
+        rows = torch.arange(index * size, (index + 1) * size, device=like.device)
+        parts.append(compute(*_pick(args, rows, like.shape[0]), **_pick(kwargs, rows, like.shape[0])))
+    first = torch.cat([_first_tensor(p) for p in parts])
+    return (first,) + tuple(parts[0][1:]) if isinstance(parts[0], tuple) else first
 
 
 def _call_own(own: nn.Module, *args, **kwargs):
@@ -305,6 +371,28 @@ def _pick(value, rows: torch.Tensor, size: int):
         return tuple(_pick(v, rows, size) for v in value)
     if isinstance(value, dict):
         return {k: _pick(v, rows, size) for k, v in value.items()}
+    return value
+
+
+def repeat_rows(inputs: tuple[tuple, dict], copies: int) -> tuple[tuple, dict]:
+    """A call's ``(args, kwargs)`` with every batch-first tensor repeated ``copies`` times along the
+    batch (the batch: the first of ``input_ids``, ``inputs_embeds``, ``pixel_values``, else the
+    first tensor argument)."""
+    args, kwargs = inputs
+    batch = next((v for v in [*(kwargs.get(k) for k in ("input_ids", "inputs_embeds", "pixel_values")), *args]
+                  if isinstance(v, torch.Tensor) and v.dim()), None)
+    if batch is None:
+        return inputs
+    return _repeat(args, batch.shape[0], copies), _repeat(kwargs, batch.shape[0], copies)
+
+
+def _repeat(value, size: int, copies: int):
+    if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size:
+        return value.repeat(copies, *([1] * (value.dim() - 1)))
+    if isinstance(value, tuple):
+        return tuple(_repeat(v, size, copies) for v in value)
+    if isinstance(value, dict):
+        return {k: _repeat(v, size, copies) for k, v in value.items()}
     return value
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -22,11 +23,11 @@ from .config import PLACEMENT_VERSION, AdapterConfig
 from .engines import refuse_sharded, reshard
 from .errors import AdapterError
 from .head import ClassificationHead, HeadSlot
-from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, RoutedForward, TaskSlot
+from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, RoutedForward, SumSlot, TaskSlot, repeat_rows
 from .params import SLOT_ATTR, TASK_ATTR, BaseParameters, base_parameters
-from .routing import Routing, RowGroups
-from .state import STATE_ATTR, AdapterEntry, AdapterState, get_state
-from .targets import HEAD, SEQ_POST_LN, Site, norms_below_adapters, resolve_sites
+from .routing import Composition, Fuse, Routing, RowGroups, fuses_in, routed_names
+from .state import STATE_ATTR, AdapterEntry, AdapterState, get_state, in_backward
+from .targets import HEAD, SEQ_POST_LN, SEQ_PRE_LN, Site, norms_below_adapters, resolve_sites
 
 #: Model types whose blocks run inside an autograd Function (Reformer's reversible layers) that
 #: backward reaches only when its input requires grad: a frozen embedding would cut the adapters off.
@@ -42,16 +43,44 @@ SEQUENCE_FIRST: dict[str, tuple[str, ...] | None] = {
 #: config.json and ``restore_adapters`` can rebuild them from that folder.
 CONFIG_KEY = "adaptkit_adapters"
 #: The slot that runs a site of each kind (any other kind: ``AdapterSlot``).
-SLOT_CLASSES: dict[str, type[AdapterSlot]] = {SEQ_POST_LN: RenormSlot, HEAD: HeadSlot}
+SLOT_CLASSES: dict[str, type[AdapterSlot]] = {SEQ_POST_LN: RenormSlot, SEQ_PRE_LN: SumSlot, HEAD: HeadSlot}
 
 
-def _require_state(model: nn.Module, name: str | None = None) -> AdapterState:
+def _require_state(model: nn.Module, name: str | Composition | None = None) -> AdapterState:
+    """The model's adapters, with ``name`` (an adapter's name or a composition) checked to run on them."""
     state = get_state(model)
     if state is None or not state.adapters:
         raise AdapterError("this model has no adapters; call adaptkit.add_adapter(model, config) first")
-    if name is not None and name not in state.adapters:
+    if isinstance(name, Composition):
+        check_composition(model, state, name)
+    elif name is not None and not isinstance(name, str):
+        raise AdapterError(f"expected an adapter name or an adaptkit composition (adaptkit.Stack, Fuse, Parallel, "
+                           f"Average), got {type(name).__module__}.{type(name).__name__} {name!r:.60}"
+                           + ("; AdapterHub's blocks are not adaptkit's: use adaptkit's of the same name"
+                              if type(name).__module__.startswith("adapters.") else ""))
+    elif name is not None and name not in state.adapters:
         raise AdapterError(f"no adapter named {name!r}; this model has: {', '.join(state.adapters)}")
     return state
+
+
+def check_composition(model: nn.Module, state: AdapterState, block: Composition) -> None:
+    """A composition runs where AdapterHub's would: its adapters exist and share one placement
+    (AdapterHub composes the adapters of one location), each Fuse has its fusion layers."""
+    unknown = [n for n in block.flatten() if n not in state.adapters]
+    if unknown:
+        raise AdapterError(f"{block!r} names no adapter {unknown[0]!r}; this model has: {', '.join(state.adapters)}")
+    placements = {(state.adapters[n].config.placement, tuple(state.adapters[n].config.target_modules or ()))
+                  for n in block.flatten()}
+    if len(placements) > 1:
+        raise AdapterError(f"{block!r} composes adapters of different placements {sorted(p for p, _ in placements)}: "
+                           "AdapterHub composes the adapters at one location of a layer, and adaptkit's placements "
+                           "sit on different modules. Compose adapters added with one placement")
+    missing = [f for f in fuses_in(block) if f.name not in state.fusions]
+    if missing:
+        raise AdapterError(f"{missing[0]!r} has no fusion layers on this model: add them with "
+                           f"adaptkit.add_fusion(model, {missing[0]!r}) or load them with adaptkit.load_fusion")
+    if block.channels > 1:
+        _refuse_sequence_first(model, state, "Parallel")
 
 
 def add_adapter(model: nn.Module, config: AdapterConfig | None = None, name: str = "default",
@@ -204,17 +233,19 @@ def adapter_dtype(base_dtype: torch.dtype, config: AdapterConfig) -> torch.dtype
 
 
 def _remove_from_slots(model: nn.Module, state: AdapterState, name: str, modules: list[str]) -> None:
-    """Take adapter ``name`` out of these modules' slots; an emptied slot goes, with what runs it."""
+    """Take adapter (or fusion) ``name`` out of these modules' slots; an emptied slot goes, with
+    what runs it."""
     for module_name in dict.fromkeys(modules):
         module = model.get_submodule(module_name)
         for attr in (SLOT_ATTR, TASK_ATTR):
             slot = getattr(module, attr, None)
             if slot is None:
                 continue
-            owned = slot.adapters if attr == SLOT_ATTR else slot.values
-            if name in owned:
-                del owned[name]
-            if not owned:
+            kept = [slot.adapters, slot.fusions] if attr == SLOT_ATTR else [slot.values]
+            for owned in kept:
+                if name in owned:
+                    del owned[name]
+            if not any(kept):
                 for handle in state.hooks.pop(f"{module_name}:{attr}"):
                     handle.remove()
                 delattr(module, attr)
@@ -255,29 +286,35 @@ def _forget(model: nn.Module, state: AdapterState) -> None:
         delattr(model.config, CONFIG_KEY)
 
 
-def set_active_adapter(model: nn.Module, name: str) -> None:
-    """Run adapter ``name`` (with its own LayerNorms and head) wherever no routing context is
-    open; it trains unless ``set_trainable_adapters`` chose otherwise. The model-wide default:
-    per-request routing from several threads is ``using``'s job. Refused while another thread
-    runs the model."""
+def set_active_adapter(model: nn.Module, name: str | Composition) -> None:
+    """Run adapter ``name`` (with its own LayerNorms and head), or a composition of adapters
+    (``Stack``, ``Fuse``, ``Parallel``, ``Average``), wherever no routing context is open; it
+    trains unless ``set_trainable_adapters`` chose otherwise (a composition: its fusion layers,
+    the adapters frozen). The model-wide default: per-request routing from several threads is
+    ``using``'s job. Refused while another thread runs the model."""
     state = _require_state(model, name)
     state.refuse_while_busy(f"activate adapter {name!r}")
     if state.trainable is None and name != state.active:
         state.fixed.refuse(model, f"activate adapter {name!r} (the active adapter is the one that trains)",
-                           _would_train(model, state, {name}))
+                           _would_train(model, state, trains_of([name])))
     state.active = name
     apply_choices(model, state)
 
 
-def set_trainable_adapters(model: nn.Module, names: Iterable[str] | None) -> None:
-    """Train these adapters (with their LayerNorms and heads), e.g. several tasks in one step;
-    ``None`` returns to the default: the active adapter trains. Fix it before DDP wraps the model."""
+def set_trainable_adapters(model: nn.Module, names: Iterable[str | Fuse] | None) -> None:
+    """Train these adapters (with their LayerNorms and heads), e.g. several tasks in one step, and
+    the fusion layers (and fusion head) of these ``Fuse`` blocks, with the fused adapters frozen
+    unless named too; ``None`` returns to the default: the active adapter trains (an active
+    composition: its fusions). Fix it before DDP wraps the model."""
     state = _require_state(model)
     names = None if names is None else list(_name_list(names, "set_trainable_adapters"))
     for name in names or []:
+        if isinstance(name, Composition) and not isinstance(name, Fuse):
+            raise AdapterError(f"set_trainable_adapters takes adapter names and Fuse blocks (whose fusion layers "
+                               f"train), not {name!r}: name the adapters of the {type(name).__name__} to train them")
         _require_state(model, name)
     state.refuse_while_busy("change which adapters train")
-    trains = set(names if names is not None else [state.active] * (state.active is not None))
+    trains = trains_of(names if names is not None else [state.active] * (state.active is not None))
     if trains != trained_adapters(state):
         state.fixed.refuse(model, "change which adapters train", _would_train(model, state, trains))
     state.trainable = names
@@ -288,14 +325,18 @@ def delete_adapter(model: nn.Module, name: str) -> None:
     """Remove adapter ``name``; with the last one gone the model is the base model again. Refused
     while a routing context uses it or another thread runs the model."""
     state = _require_state(model, name)
-    state.refuse_pinned(name, "delete")
+    state.refuse_pinned(name, "delete adapter")
+    fused = [f for f, entry in state.fusions.items() if name in entry.block.flatten()]
+    if fused:
+        raise AdapterError(f"cannot delete adapter {name!r}: fusion {fused[0]!r} fuses it; delete the fusion first "
+                           "(adaptkit.delete_fusion)")
     state.refuse_while_busy(f"delete adapter {name!r}")
     refuse_sharded(model, f"delete adapter {name!r}")
     if name in trained_adapters(state):
         state.fixed.refuse(model, f"delete adapter {name!r}, which trains",
                            _would_train(model, state, trained_adapters(state) - {name}))
     entry = state.adapters.pop(name)
-    if state.active == name:
+    if name in routed_names(state.active):
         state.active = None
     if state.trainable is not None and name in state.trainable:
         state.trainable.remove(name)
@@ -307,10 +348,10 @@ def delete_adapter(model: nn.Module, name: str) -> None:
 
 
 @contextlib.contextmanager
-def using(model: nn.Module, name: str | None) -> Iterator[None]:
-    """Inside, this thread's (or asyncio task's) forwards of ``model`` run adapter ``name``
-    (``None``: the base model), whatever other threads run at the same time. Contexts nest: the
-    innermost one routes. Training and ``backward`` inside see the same routing."""
+def using(model: nn.Module, name: str | Composition | None) -> Iterator[None]:
+    """Inside, this thread's (or asyncio task's) forwards of ``model`` run adapter ``name`` or a
+    composition (``None``: the base model), whatever other threads run at the same time. Contexts
+    nest: the innermost one routes. Training and ``backward`` inside see the same routing."""
     state = _require_state(model, name)
     with _routed(state, name):
         yield
@@ -326,16 +367,23 @@ def adapters_disabled(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Iterator[None]:
+def per_example_adapters(model: nn.Module, names: Sequence[str | Composition | None]) -> Iterator[None]:
     """Inside, example ``i`` of each batch this thread runs uses adapter ``names[i]`` (``None``:
-    the base model), with that adapter's LayerNorms and head: several tasks in one forward. The
+    the base model; a composition other than Parallel, which copies the batch), with that
+    adapter's LayerNorms and head: several tasks in one forward. The
     projections run once for the whole batch; each adapter adds its delta to its own rows. Which
     adapters train is ``set_trainable_adapters``'s choice. Greedy ``generate`` works; beam search
     is refused."""
     state = _require_state(model)
     names = list(_name_list(names, "per_example_adapters"))
-    _refuse_sequence_first(model, state)
-    unknown = sorted({n for n in names if n is not None and n not in state.adapters}, key=str)
+    _refuse_sequence_first(model, state, "per_example_adapters")
+    for block in {n for n in names if isinstance(n, Composition)}:
+        if block.channels > 1:
+            raise AdapterError(f"per_example_adapters cannot route examples to {block!r}: a Parallel copies the whole "
+                               "batch. Run it with adaptkit.using, or route each example to one adapter")
+        _require_state(model, block)
+    unknown = sorted({n for n in names if n is not None and not isinstance(n, Composition)
+                      and n not in state.adapters}, key=str)
     if not names or unknown:
         raise AdapterError("per_example_adapters needs one adapter name (or None) per example; "
                            + (f"unknown: {unknown}; this model has: {', '.join(state.adapters)}"
@@ -343,7 +391,7 @@ def per_example_adapters(model: nn.Module, names: Sequence[str | None]) -> Itera
     if isinstance(state.current(), RowGroups):
         raise AdapterError("per_example_adapters contexts do not nest: leave the outer one first")
     device = next(model.parameters()).device
-    groups: dict[str, list[int]] = {}
+    groups: dict[str | Composition, list[int]] = {}
     for row, name in enumerate(names):
         if name is not None:
             groups.setdefault(name, []).append(row)
@@ -361,7 +409,7 @@ def _routed(state: AdapterState, routing: Routing) -> Iterator[None]:
         state.close_context(token, routing)
 
 
-def _refuse_sequence_first(model: nn.Module, state: AdapterState) -> None:
+def _refuse_sequence_first(model: nn.Module, state: AdapterState, what: str) -> None:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in SEQUENCE_FIRST:
         return
@@ -370,7 +418,7 @@ def _refuse_sequence_first(model: nn.Module, state: AdapterState) -> None:
              if suffixes is None or s.name.rsplit(".", 1)[-1] in suffixes]
     if sites:
         where = "its blocks run" if suffixes is None else f"{sites[0]!r} runs"
-        raise AdapterError(f"per_example_adapters cannot mix adapters on {model_type}: {where} "
+        raise AdapterError(f"{what} cannot split the batch on {model_type}: {where} "
                            "sequence-first, so rows are not examples; run one adapter at a time"
                            + ("" if suffixes is None else ", or place the adapters on other modules"))
 
@@ -387,7 +435,7 @@ def list_adapters(model: nn.Module) -> dict[str, AdapterConfig]:
     return {n: e.config for n, e in state.adapters.items()} if state else {}
 
 
-def active_adapter(model: nn.Module) -> str | None:
+def active_adapter(model: nn.Module) -> str | Composition | None:
     state = get_state(model)
     return state.active if state else None
 
@@ -398,6 +446,9 @@ def adapter_entry(model: nn.Module, name: str | None = None) -> tuple[str, Adapt
     name = name or state.active
     if name is None:
         raise AdapterError("no adapter is active; pass the adapter's name")
+    if isinstance(name, Composition):
+        raise AdapterError(f"the active routing is the composition {name!r}, not one adapter; pass the adapter's "
+                           "name (a fusion saves with adaptkit.save_fusion)")
     return name, state.adapters[name]
 
 
@@ -416,25 +467,33 @@ def apply_choices(model: nn.Module, state: AdapterState) -> None:
     refuse_shadowed_heads(model, state)
     trains = trained_adapters(state)
     reshard(model)
-    for name, entry in state.adapters.items():
+    for name, entry in [*state.adapters.items(), *state.fusions.items()]:
         for param in entry.parameters():
             param.requires_grad_(name in trains)
     state.generation += 1
     if getattr(model, "config", None) is not None:
+        active = state.active.to_dict() if isinstance(state.active, Composition) else state.active
         setattr(model.config, CONFIG_KEY, {
-            "active": state.active, "placement_version": PLACEMENT_VERSION,
+            "active": active, "placement_version": PLACEMENT_VERSION,
             "adapters": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites]}
                          for name, entry in state.adapters.items()}})
 
 
 def trained_adapters(state: AdapterState) -> set[str]:
-    """The adapters whose parameters train: the chosen ones, else the active one."""
-    return set(state.trainable if state.trainable is not None else [state.active] * (state.active is not None))
+    """The adapters and fusions whose parameters train: the chosen ones, else the active one."""
+    return trains_of(state.trainable if state.trainable is not None else [state.active] * (state.active is not None))
+
+
+def trains_of(chosen: Iterable[str | Composition]) -> set[str]:
+    """What trains when ``chosen`` train: an adapter's name itself, a composition its fusions."""
+    chosen = list(chosen)
+    return {n for n in chosen if isinstance(n, str)} | {f.name for n in chosen for f in fuses_in(n)}
 
 
 def _would_train(model: nn.Module, state: AdapterState, trains: set[str]) -> list[nn.Parameter]:
     """The model's parameters that would train if adapters ``trains`` trained (the others as now)."""
-    owned = {id(p): name for name, entry in state.adapters.items() for p in entry.parameters()}
+    owned = {id(p): name for name, entry in [*state.adapters.items(), *state.fusions.items()]
+             for p in entry.parameters()}
     return [p for p in model.parameters() if (owned[id(p)] in trains if id(p) in owned else p.requires_grad)]
 
 
@@ -459,8 +518,19 @@ def _attach_to_model(model: nn.Module, state: AdapterState) -> list:
     """The model-level hooks: forwards in flight (for refusing changes while another thread
     runs), and activation checkpointing rerunning blocks with their forward's routing."""
     handles = [model.register_forward_pre_hook(state.forward_started),
+               model.register_forward_pre_hook(partial(_copies_for_parallel, state), with_kwargs=True),
                model.register_forward_hook(state.forward_ended, always_call=True)]
     return handles + [CheckpointRouting(model, state)]
+
+
+def _copies_for_parallel(state: AdapterState, model: nn.Module, args: tuple, kwargs: dict):  # noqa: ARG001
+    """Under a Parallel the model runs once per child on one batch: every batch-first input (ids,
+    masks, labels) is repeated that many times along the batch. AdapterHub copies at the first
+    adapted layer instead; the layers below compute the same values on each copy."""
+    routing = state.current()
+    if not isinstance(routing, Composition) or routing.channels == 1:
+        return None
+    return repeat_rows((args, kwargs), routing.channels)
 
 
 class CheckpointRouting:
@@ -521,7 +591,7 @@ class _RerunWithForwardRouting:
         state, routing = self.state, self.state.current()
 
         def run(*inner_args, **inner_kwargs):
-            if not _in_backward():
+            if not in_backward():
                 return function(*inner_args, **inner_kwargs)
             token = state.run_as(routing)
             try:
@@ -531,7 +601,4 @@ class _RerunWithForwardRouting:
 
         return self.original(run, *args, **kwargs)
 
-
-def _in_backward() -> bool:
-    return torch._C._current_graph_task_id() != -1
 

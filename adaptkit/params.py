@@ -11,6 +11,7 @@ from torch import nn
 
 SLOT_ATTR = "adaptkit"
 ADAPTER_MARK = f".{SLOT_ATTR}.adapters."
+FUSION_MARK = f".{SLOT_ATTR}.fusions."
 TASK_ATTR = "adaptkit_task"
 TASK_MARK = f".{TASK_ATTR}.values."
 
@@ -48,7 +49,7 @@ def has_mark(name: str, mark: str) -> bool:
 
 
 def is_adaptkit_name(name: str) -> bool:
-    return has_mark(name, ADAPTER_MARK) or has_mark(name, TASK_MARK)
+    return has_mark(name, ADAPTER_MARK) or has_mark(name, TASK_MARK) or has_mark(name, FUSION_MARK)
 
 
 def is_adaptkit_module(name: str) -> bool:

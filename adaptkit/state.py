@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import AdapterConfig
+from .config import AdapterConfig, FusionConfig
 from .engines import TrainingFixedBy
 from .errors import AdapterError
 from .params import BaseParameters
-from .routing import Routing, routed_names
+from .routing import Fuse, Routing, fuses_in, routed_names
 from .targets import Site
 
 STATE_ATTR = "_adaptkit_state"
@@ -54,13 +54,25 @@ class AdapterEntry:
         return [p for m in [*self.site_modules.values(), *self.own_copies.values()] for p in m.parameters()]
 
 
+@dataclass
+class FusionEntry(AdapterEntry):
+    """An AdapterFusion and what it owns, as an adapter's are found: its fusion layer per site
+    (``site_modules``) and its copy of the task head (``own_copies``); ``config`` is its
+    ``FusionConfig``."""
+
+    config: FusionConfig
+    block: Fuse | None = None
+    head: dict | None = None  # an own head's spec (AdapterHub's fusion head on a bare model)
+
+
 class AdapterState:
     """The adapters of one model, its default routing, and the threads running it."""
 
     def __init__(self, model: nn.Module, base: BaseParameters) -> None:
         self.adapters: dict[str, AdapterEntry] = {}
-        self.active: str | None = None
-        self.trainable: list[str] | None = None  # None: the active adapter trains
+        self.fusions: dict[str, FusionEntry] = {}  # by the Fuse's name ("a,b")
+        self.active: Routing = None  # an adapter's name, a composition, or None
+        self.trainable: list[str | Fuse] | None = None  # None: the active adapter (a composition: its fusions) trains
         self.base = base
         self.hooks: dict[str, list[torch.utils.hooks.RemovableHandle]] = {}
         self.original_requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -73,7 +85,7 @@ class AdapterState:
         self.lock = threading.RLock()
         self.forwards: Counter[int] = Counter()  # thread id -> forwards of this model in flight
         self.contexts: Counter[int] = Counter()  # thread id -> routing contexts open
-        self.pinned: Counter[str] = Counter()  # adapter -> open contexts that route to it
+        self.pinned: Counter[str] = Counter()  # adapter or Fuse name -> open contexts that route to it
         self.fixed = TrainingFixedBy()  # an engine that fixed which parameters train
         self.generation = 0  # counts changes of which parameters train
 
@@ -111,14 +123,14 @@ class AdapterState:
     def open_context(self, routing: Routing) -> contextvars.Token:
         with self.lock:
             self.contexts[threading.get_ident()] += 1
-            self.pinned.update(routed_names(routing))
+            self.pinned.update(_pins(routing))
         return self.routing_var.set(routing)
 
     def close_context(self, token: contextvars.Token, routing: Routing) -> None:
         self.routing_var.reset(token)
         with self.lock:
             _decrement(self.contexts, threading.get_ident())
-            for name in routed_names(routing):
+            for name in _pins(routing):
                 _decrement(self.pinned, name)
 
     def run_as(self, routing: Routing) -> contextvars.Token:
@@ -134,6 +146,13 @@ class AdapterState:
     def forward_ended(self, module: nn.Module, args: tuple, output: object) -> None:  # noqa: ARG002
         with self.lock:
             _decrement(self.forwards, threading.get_ident())
+
+    def copies_the_batch(self) -> bool:
+        """Whether this thread's forwards copy the batch for a Parallel: it is inside a call of the
+        model (whose input hook copies it), or in backward, rerunning a checkpointed block of one."""
+        with self.lock:
+            inside = self.forwards[threading.get_ident()] > 0
+        return inside or in_backward()
 
     def refuse_while_busy(self, action: str) -> None:
         """Changing the model's modules while another thread runs it would change them under
@@ -153,13 +172,24 @@ class AdapterState:
                 "change: use adaptkit.using(model, name) in each thread")
 
     def refuse_pinned(self, name: str, action: str) -> None:
+        """``action`` names what goes: "delete adapter", "delete fusion"."""
         with self.lock:
             count = self.pinned[name]
         if count > 0:
             raise AdapterError(
-                f"cannot {action} adapter {name!r}: {count} open using()/per_example_adapters "
+                f"cannot {action} {name!r}: {count} open using()/per_example_adapters "
                 "context(s) route to it, and their forwards would silently run without it. Leave "
                 "those contexts first")
+
+
+def in_backward() -> bool:
+    """Whether autograd's backward is running in this thread (a checkpointed block's rerun)."""
+    return torch._C._current_graph_task_id() != -1
+
+
+def _pins(routing: Routing) -> tuple[str, ...]:
+    """What an open context keeps from deletion: its adapters, and its fusions by name."""
+    return routed_names(routing) + tuple(f.name for f in fuses_in(routing))
 
 
 def _decrement(counts: Counter, key) -> None:

@@ -48,7 +48,9 @@ LOAD_REPEATS = 5  # timed loads per process, each onto a freshly built base, aft
 ADAPTERHUB_PAIRS = {"adaptkit-houlsby-64": "adapterhub-double-seq-bn-64",
                     "adaptkit-pfeiffer-64": "adapterhub-seq-bn-64",
                     "adaptkit-houlsby-64-frozen-ln": "adapterhub-double-seq-bn-64",
-                    "adaptkit-pfeiffer-64-frozen-ln": "adapterhub-seq-bn-64"}
+                    "adaptkit-pfeiffer-64-frozen-ln": "adapterhub-seq-bn-64",
+                    "adaptkit-fuse-3-pfeiffer-64": "adapterhub-fuse-3-seq-bn-64",
+                    "adaptkit-parallel-2-pfeiffer-64": "adapterhub-parallel-2-seq-bn-64"}
 TARGET_VS_ADAPTERHUB = 1.0
 #: The same adapter on both sides, without head and LayerNorms: only the checkpoint load is compared.
 LOAD_PAIR = ("adaptkit-houlsby-64-adapter-only", "adapterhub-double-seq-bn-64")
@@ -133,6 +135,93 @@ def adapterhub_method(config_name: str) -> tuple[Callable, Callable, Callable]:
     return prepare, save, load
 
 
+#: The composition variants: SeqBn adapters (m=64, frozen LayerNorms: AdapterHub's trainable set) under
+#: a block; "fuse" trains a dynamic fusion over three and the head, "parallel" two adapters and the head
+#: on the batch copied per adapter.
+COMPOSITIONS = {"fuse": ("a", "b", "c"), "parallel": ("a", "b")}
+
+
+def adaptkit_composition_method(kind: str) -> tuple[Callable, Callable, Callable]:
+    """prepare / save / load of a composition through adaptkit's API (``add_fusion``,
+    ``save_fusion`` / ``load_fusion``, ``set_active_adapter`` of the block)."""
+    import adaptkit
+
+    names = COMPOSITIONS[kind]
+    block = adaptkit.Fuse(*names) if kind == "fuse" else adaptkit.Parallel(*names)
+
+    def prepare(model):
+        for name in names:
+            adaptkit.add_adapter(model, adaptkit.AdapterConfig(placement="pfeiffer", size=SIZE, train_layernorms=False,
+                                                               train_head=kind == "parallel"), name=name)
+        if kind == "fuse":
+            adaptkit.add_fusion(model, block)
+        adaptkit.set_active_adapter(model, block)
+        if kind == "parallel":
+            adaptkit.set_trainable_adapters(model, names)
+        return model
+
+    def save(model, directory: Path) -> None:
+        for name in names:
+            adaptkit.save_adapter(model, directory / name, name)
+        if kind == "fuse":
+            adaptkit.save_fusion(model, directory / "fusion", block)
+
+    def load(path: str, directory: Path):
+        fresh = base_model(path)
+        started = time.perf_counter()
+        for name in names:
+            adaptkit.load_adapter(fresh, directory / name)
+        if kind == "fuse":
+            adaptkit.load_fusion(fresh, directory / "fusion")
+        adaptkit.set_active_adapter(fresh, block)
+        return fresh, time.perf_counter() - started
+    return prepare, save, load
+
+
+def adapterhub_composition_method(kind: str) -> tuple[Callable, Callable, Callable]:
+    """The same through AdapterHub: SeqBnConfig adapters, ``add_adapter_fusion`` and
+    ``train_adapter_fusion`` / ``train_adapter(Parallel)``, the plain HF classifier unfrozen."""
+    names = COMPOSITIONS[kind]
+
+    def block():
+        from adapters.composition import Fuse, Parallel
+        return Fuse(*names) if kind == "fuse" else Parallel(*names)
+
+    def prepare(model):
+        import adapters
+        adapters.init(model)
+        for name in names:
+            model.add_adapter(name, config=adapters.SeqBnConfig(reduction_factor=model.config.hidden_size // SIZE))
+        if kind == "fuse":
+            model.add_adapter_fusion(block())
+            model.train_adapter_fusion(block())
+        else:
+            model.train_adapter(block())
+        model.classifier.requires_grad_(True)
+        return model
+
+    def save(model, directory: Path) -> None:
+        for name in names:
+            model.save_adapter(str(directory / name), name, use_safetensors=True)
+        if kind == "fuse":
+            model.save_adapter_fusion(str(directory / "fusion"), block(), use_safetensors=True)
+        torch.save(model.classifier.state_dict(), directory / "classifier.pt")
+
+    def load(path: str, directory: Path):
+        import adapters
+        fresh = base_model(path)
+        adapters.init(fresh)
+        started = time.perf_counter()
+        for name in names:
+            fresh.load_adapter(str(directory / name), use_safetensors=True)
+        if kind == "fuse":
+            fresh.load_adapter_fusion(str(directory / "fusion"), use_safetensors=True)
+        fresh.classifier.load_state_dict(torch.load(directory / "classifier.pt", weights_only=True))
+        fresh.set_active_adapters(block())
+        return fresh, time.perf_counter() - started
+    return prepare, save, load
+
+
 #: The names are the keys of the committed efficiency results, so they keep their own scheme
 #: ("adaptkit-houlsby-64-frozen-ln" is the GLUE runs' "adapter-houlsby-frozen-ln-64").
 VARIANTS: dict[str, Callable[[], tuple[Callable, Callable, Callable]]] = {
@@ -151,6 +240,10 @@ VARIANTS: dict[str, Callable[[], tuple[Callable, Callable, Callable]]] = {
     "adaptkit-houlsby-64-adapter-only": lambda: adaptkit_library_method(train_layernorms=False, train_head=False),
     "adapterhub-double-seq-bn-64": lambda: adapterhub_method("DoubleSeqBnConfig"),
     "adapterhub-seq-bn-64": lambda: adapterhub_method("SeqBnConfig"),
+    "adaptkit-fuse-3-pfeiffer-64": lambda: adaptkit_composition_method("fuse"),
+    "adapterhub-fuse-3-seq-bn-64": lambda: adapterhub_composition_method("fuse"),
+    "adaptkit-parallel-2-pfeiffer-64": lambda: adaptkit_composition_method("parallel"),
+    "adapterhub-parallel-2-seq-bn-64": lambda: adapterhub_composition_method("parallel"),
 }
 
 
@@ -171,17 +264,21 @@ def worker(variant: str, path: str, steps: int, inference_steps: int) -> dict[st
     model = prepare(base_model(path)).train()
     peak_after_load = vm_hwm_bytes()
     batch = random_batch(BATCH, SEQ_LEN)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
     def train_step() -> None:
+        """The model's cross-entropy, over every row it returns: a Parallel copies the batch, and
+        AdapterHub's does not copy the labels for a plain HF head."""
         optimizer.zero_grad(set_to_none=True)
-        model(**batch).loss.backward()
+        logits = model(**inputs).logits
+        labels = batch["labels"].repeat(logits.shape[0] // batch["labels"].shape[0])
+        torch.nn.functional.cross_entropy(logits, labels).backward()
         optimizer.step()
 
     step_times = timed(train_step, steps)
     peak_after_steps = vm_hwm_bytes()
     model.eval()
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.inference_mode():
         inference_times = timed(lambda: model(**inputs), inference_steps)
         expected = model(**inputs).logits
@@ -316,6 +413,12 @@ NOTES = [
     "adaptkit-houlsby-64-adapter-only is the adapter alone (no head, no LayerNorms), saved and loaded with "
     "adaptkit.save_adapter / load_adapter: AdapterHub's DoubleSeqBn checkpoint holds the same tensors. adaptkit's load checks the base fingerprint and the file's sha256 first. "
     "'Reloads exactly' compares the reloaded model's logits with the trained one's.",
+    "Compositions (issue 38): three SeqBn adapters (m=64) under a dynamic AdapterFusion, only the fusion and "
+    "the head training (adaptkit: the fusion's head copy; AdapterHub: the plain HF classifier), and two SeqBn "
+    "adapters under Parallel, both training with the head (adaptkit: each adapter's own head copy, 770 parameters "
+    "more; AdapterHub: the one classifier), the batch copied per adapter (adaptkit at the input, AdapterHub at the "
+    "first adapted layer). The loss is the cross-entropy over every row the model returns, labels repeated per copy. "
+    "Their checkpoints are the adapters' folders plus the fusion's (and AdapterHub's classifier, saved apart).",
     "Checkpoint contents: adaptkit holds adapters + LayerNorms + head; AdapterHub holds its adapters (no head, "
     "since a plain HF classifier is not an AdapterHub head); PEFT holds LoRA + head; top-2 the trained tensors.",
 ]

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "full: everything; top-k: top k blocks + head (k=0: head only); layernorm: LayerNorms + "
                              "head; lora: PEFT LoRA + head; scratch: random init, everything trained; scratch-small: a "
                              "2-layer, 128-wide model of the same type and tokenizer, random init (a from-scratch "
-                             "baseline that can learn from small data)")
+                             "baseline that can learn from small data); fusion: AdapterFusion over finished adapter "
+                             "runs (--fusion-sources), the fusion layers and head trained")
     method.add_argument("--placement", choices=["houlsby", "pfeiffer", "houlsby-ffn"],
                         help="adapter placement: after attention and feed-forward (houlsby, the default), "
                              "AdapterHub's SeqBn (pfeiffer: BERT, RoBERTa, GPT-2) or on the feed-forward output "
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--lora-rank", type=int, help="LoRA rank r (default 8)")
     method.add_argument("--lora-alpha", type=int, help="LoRA scaling alpha (default 16)")
     method.add_argument("--lora-targets", nargs="+", help="LoRA target modules (default: PEFT's for the model type)")
+    method.add_argument("--fusion-sources", nargs="+", metavar="RUN_DIR",
+                        help="fusion: the output dirs of finished adapter runs, whose adapters (without their heads) "
+                             "are fused; only the fusion layers and a copy of the head train")
+    method.add_argument("--fusion-config", choices=["dynamic", "static"],
+                        help="fusion: AdapterHub's preset (default dynamic: a value matrix started at the identity)")
     opt = train.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, help="passes over the training data; " + SCHEDULE_HELP)
     opt.add_argument("--batch-size", type=int, help="per process; " + SCHEDULE_HELP)
@@ -240,7 +246,8 @@ def _train_config(args: argparse.Namespace):
     from .train import TrainConfig
 
     given = {"placement": args.placement, "size": args.size, "top_k": args.top_k, "lora_rank": args.lora_rank,
-             "lora_alpha": args.lora_alpha, "lora_targets": args.lora_targets, "adapter_top": args.adapter_top}
+             "lora_alpha": args.lora_alpha, "lora_targets": args.lora_targets, "adapter_top": args.adapter_top,
+             "fusion_sources": args.fusion_sources, "fusion_config": args.fusion_config}
     given = {k: v for k, v in given.items() if v is not None}
     spec = MethodSpec(name=args.method, train_layernorms=not args.freeze_layernorms,
                       train_embedding_norm=not args.freeze_embedding_norm, **given)
@@ -248,7 +255,8 @@ def _train_config(args: argparse.Namespace):
     if ignored:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in ignored)
         raise ValueError(f"{flags} does not apply to --method {args.method}; drop it, or choose the method it "
-                         "belongs to (--size/--placement/--adapter-top: adapter, --top-k: top-k, --lora-*: lora)")
+                         "belongs to (--size/--placement/--adapter-top: adapter, --top-k: top-k, --lora-*: lora, "
+                         "--fusion-*: fusion)")
     return TrainConfig(method=spec, **_config_fields(args, "method"))
 
 

@@ -6,13 +6,16 @@ Each method takes a freshly loaded classifier and decides what trains:
 paper's ablation), ``lora`` (PEFT LoRA), ``scratch`` (same architecture, random init,
 everything trained) and ``scratch-small`` (the same model type shrunk to ``SMALL_SCRATCH``,
 random init: a from-scratch model small enough to learn from a few thousand examples, so that
-negative transfer can show).
+negative transfer can show) and ``fusion`` (AdapterFusion over the adapters of finished ``adapter``
+runs, loaded without their heads: only the fusion layers and a fresh copy of the head train).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -49,6 +52,8 @@ class MethodSpec:
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_targets: list[str] | None = None
+    fusion_sources: list[str] | None = None  # fusion: the output dirs of finished adapter runs
+    fusion_config: str = "dynamic"  # fusion: AdapterHub's preset, dynamic or static
 
     def __post_init__(self) -> None:
         if self.name not in METHODS:
@@ -66,11 +71,16 @@ class MethodSpec:
             raise ValueError(f"--adapter-top must be >= 1, got {self.adapter_top}")
         if self.lora_rank <= 0:
             raise ValueError(f"--lora-rank must be > 0, got {self.lora_rank}")
+        if self.name == "fusion" and not self.fusion_sources:
+            raise ValueError("--method fusion needs --fusion-sources: the output dirs of finished adapter runs")
+        if self.fusion_config not in ("dynamic", "static"):
+            raise ValueError(f"--fusion-config must be dynamic or static, got {self.fusion_config!r}")
 
     def relevant(self) -> dict:
         """The fields that describe this method, for result files and labels."""
         fields = {"adapter": ("placement", "size", "train_layernorms"), "top-k": ("top_k",),
-                  "lora": ("lora_rank", "lora_alpha", "lora_targets")}.get(self.name, ())
+                  "lora": ("lora_rank", "lora_alpha", "lora_targets"),
+                  "fusion": ("fusion_sources", "fusion_config")}.get(self.name, ())
         if self.name == "adapter":  # only when set, so that earlier runs' keys stay as they were
             fields += ("adapter_top",) * (self.adapter_top is not None)
             fields += ("train_embedding_norm",) * (not self.train_embedding_norm)
@@ -98,6 +108,8 @@ class MethodSpec:
             return f"top-{self.top_k}"
         if self.name == "lora":
             return f"lora-r{self.lora_rank}"
+        if self.name == "fusion":
+            return f"fusion-{self.fusion_config}-{len(self.fusion_sources or [])}"
         return self.name
 
     @classmethod
@@ -123,6 +135,8 @@ def apply_method(model: nn.Module, spec: MethodSpec, adapter_name: str = "task")
         return model
     if spec.name == "lora":
         return _apply_lora(model, spec)
+    if spec.name == "fusion":
+        return _apply_fusion(model, spec)
     trainable = set(head_parameter_names(model))
     if spec.name == "layernorm":
         trainable |= set(layernorm_parameter_names(model))
@@ -130,6 +144,29 @@ def apply_method(model: nn.Module, spec: MethodSpec, adapter_name: str = "task")
         trainable |= _top_block_parameters(model, spec.top_k)
     for name, param in model.named_parameters():
         param.requires_grad_(name in trainable)
+    return model
+
+
+def fusion_source_names(sources: list[str]) -> list[str]:
+    """Each source run's adapter name: its task (``sst2``, ``mrpc``...), numbered when two agree."""
+    names: list[str] = []
+    for source in sources:
+        config = Path(source) / "run_config.json"
+        if not (Path(source) / "adapter").is_dir() or not config.is_file():
+            raise ValueError(f"--fusion-sources {source} is not the output dir of a finished adapter run "
+                             "(it needs run_config.json and adapter/)")
+        task = json.loads(config.read_text(encoding="utf-8")).get("task") or "source"
+        names.append(task if task not in names else f"{task}{names.count(task) + 1}")
+    return names
+
+
+def _apply_fusion(model: nn.Module, spec: MethodSpec) -> nn.Module:
+    """The source runs' adapters (without their heads; frozen), a fusion over them, and a copy
+    of this task's head, which trains with the fusion layers."""
+    names = fusion_source_names(spec.fusion_sources)
+    for name, source in zip(names, spec.fusion_sources):
+        adaptkit.load_adapter(model, Path(source) / "adapter", name=name, activate=False, load_head=False)
+    adaptkit.add_fusion(model, adaptkit.Fuse(*names), config=spec.fusion_config)
     return model
 
 

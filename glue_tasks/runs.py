@@ -3,6 +3,7 @@
     run_config.json      the exact configuration (read back by ``eval`` and ``predict``)
     results.json         dev scores per epoch, the best epoch, trainable parameters, timings
     adapter/             adaptkit checkpoint (method ``adapter``)
+    fusion/              adapters/<name>/ (the fused adapters) and fusion/ (method ``fusion``)
     lora/                PEFT checkpoint (method ``lora``)
     trained.safetensors  the tensors that trained (``top-k``, ``layernorm``)
     model/               a full ``save_pretrained`` copy (``full``, ``scratch``, ``scratch-small`` with --save-full)
@@ -25,6 +26,7 @@ from torch import nn
 import adaptkit
 from adaptkit.atomic import atomic_path
 from adaptkit.engines import local_tensor
+from adaptkit.state import get_state
 
 from .resume import STATE_FILE
 
@@ -76,6 +78,12 @@ def save_trained(model: nn.Module, method: str, output_dir: Path, save_full: boo
     if method == "lora":
         model.save_pretrained(output_dir / "lora")
         return "lora"
+    if method == "fusion":  # the fused adapters too: the folder loads on its own
+        (entry,) = get_state(model).fusions.values()
+        for name in entry.block.flatten():
+            adaptkit.save_adapter(model, output_dir / "fusion" / "adapters" / name, name)
+        adaptkit.save_fusion(model, output_dir / "fusion" / "fusion", entry.block)
+        return "fusion"
     if method in ("top-k", "layernorm"):
         tensors = {n: p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
         with atomic_path(output_dir / PARTIAL_WEIGHTS) as tmp:
@@ -91,6 +99,12 @@ def restore_trained(model: nn.Module, method: str, run_dir: Path) -> nn.Module:
     """Put a saved run's trained state onto a freshly loaded base model."""
     if method == "adapter":
         adaptkit.load_adapter(model, _need(run_dir / "adapter"))
+        return model
+    if method == "fusion":
+        folder = _need(run_dir / "fusion")
+        for adapter_dir in sorted(_need(folder / "adapters").iterdir()):
+            adaptkit.load_adapter(model, adapter_dir, activate=False)
+        adaptkit.load_fusion(model, folder / "fusion")
         return model
     if method == "lora":
         from peft import PeftModel

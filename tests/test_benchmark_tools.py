@@ -302,6 +302,28 @@ def test_layer_choice_preset_runs_the_top_blocks_only():
     assert runs[0].label == "adapter-houlsby-top4-64" and "--adapter-top" in runs[0].cli_args()
 
 
+def test_fusion_glue_preset_plans_sources_before_the_fusions_that_read_them(tmp_path, monkeypatch):
+    runs = sweep.PRESETS["fusion-glue"]().runs
+    sources, fusions = runs[:15], runs[15:]
+    assert len(fusions) == 6 and {r.label for r in sources} == {"adapter-houlsby-frozen-ln-64"}
+    assert {(r.task, r.seed) for r in sources} == {(t, s) for t in ("sst2", "mrpc", "stsb", "cola", "rte")
+                                                  for s in (1, 2, 3)}
+    assert {(r.task, r.seed) for r in fusions} == {(t, s) for t in ("rte", "mrpc") for s in (1, 2, 3)}
+    by_slug = {r.slug: r for r in sources}
+    for fusion in fusions:
+        fused = [by_slug[slug] for slug in fusion.method["fusion_sources"]]
+        assert {r.seed for r in fused} == {fusion.seed} and fusion.task in {r.task for r in fused}  # its own adapter too
+        assert len(fused) == 5 and fusion.label == "fusion-dynamic-5" and fusion.lr == 5e-5
+        args = sweep.in_work_dir(fusion, tmp_path).cli_args()
+        given = args[args.index("--fusion-sources") + 1: args.index("--fusion-sources") + 6]
+        assert given == [str(tmp_path / r.slug / "run") for r in fused]
+    assert json.loads(fusions[0].key)["method"]["fusion_sources"][0] == sources[0].slug  # no work dir in the key
+    calls = []
+    monkeypatch.setattr(sweep, "execute", lambda run, *a, **k: calls.append(run) or fake_result(run, 0.6))
+    assert sweep.main(["--preset", "fusion-glue", "--results-dir", str(tmp_path), "--seeds", "1"]) == 0
+    assert [r.method["name"] for r in calls] == ["adapter"] * 5 + ["fusion"] * 2  # sources first
+
+
 def test_layer_choice_joins_scores_with_costs(tmp_path, capsys):
     import layer_choice
     assert layer_choice.main(["--results", str(tmp_path)]) == 2

@@ -64,7 +64,8 @@ def adapted(model_type: str = "bert"):
     model = tiny_model(model_type)
     for name in ("a", "b"):
         adaptkit.add_adapter(model, adaptkit.AdapterConfig.houlsby(size=8, init_std=0.2), name=name)
-    adaptkit.set_trainable_adapters(model, ["a", "b"])
+    adaptkit.add_fusion(model, adaptkit.Fuse("a", "b"), activate=False)
+    adaptkit.set_trainable_adapters(model, ["a", "b", adaptkit.Fuse("a", "b")])
     return model
 
 
@@ -75,6 +76,10 @@ RUNS = {
         _with(model, "a", inputs).sum() + _with(model, "b", inputs).sum()).backward(),
     "mixed batch": lambda model, inputs: _mixed(model, inputs).sum().backward(),
     "disabled": lambda model, inputs: _disabled(model, inputs),
+    "compositions": lambda model, inputs: sum(
+        _with(model, block, inputs).sum() for block in (
+            adaptkit.Stack("a", adaptkit.Fuse("a", "b")), adaptkit.Parallel("a", "b"), adaptkit.Average("a", "b"))
+    ).backward(),
 }
 
 
@@ -147,7 +152,7 @@ def test_every_parameter_is_used_inside_its_own_modules_call():
     try:
         inputs = tiny_inputs(model)
         with Watch():
-            for run in ("training step", "mixed batch"):
+            for run in ("training step", "mixed batch", "compositions"):
                 RUNS[run](model, inputs)
             with torch.no_grad():
                 model(**inputs)  # the in-place sum of inference

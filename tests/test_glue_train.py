@@ -107,6 +107,32 @@ def test_train_save_eval_predict_end_to_end(tiny_model_dir, rte_dir, tmp_path, c
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
 
 
+def test_a_fusion_run_fuses_finished_adapter_runs_and_reproduces_its_score(tiny_model_dir, rte_dir, tmp_path, capsys):
+    """Two source runs (the second on STS-B's data), then AdapterFusion over them on RTE: only the
+    fusion and its head copy train; the run's folder holds the adapters too, and eval reproduces."""
+    sources = [tmp_path / "rte-source", tmp_path / "stsb-source"]
+    assert main(train_args(tiny_model_dir, rte_dir, sources[0], "--epochs", "1", "--freeze-layernorms")) == 0
+    stsb = write_stsb(tmp_path / "glue")
+    assert main(["train", "--task", "stsb", "--model", str(tiny_model_dir), "--data-dir", str(stsb),
+                 "--output-dir", str(sources[1]), "--epochs", "1", "--batch-size", "8", "--freeze-layernorms"]) == 0
+    out = tmp_path / "fusion"
+    assert main(train_args(tiny_model_dir, rte_dir, out, "--epochs", "1", "--method", "fusion",
+                           "--fusion-sources", *map(str, sources), "--lr", "1e-3")) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["label"] == "fusion-dynamic-2"
+    model = apply_method(load_base_model(str(tiny_model_dir), get_task("rte")),
+                         MethodSpec("fusion", fusion_sources=[str(s) for s in sources]))
+    assert all(".fusions.rte,stsb." in n or ".adaptkit_task.values.rte,stsb." in n for n in trainable_names(model))
+    assert sorted(p.name for p in (out / "fusion" / "adapters").iterdir()) == ["rte", "stsb"]
+    capsys.readouterr()
+    assert main(["eval", "--run-dir", str(out)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["dev"] == evaluated["recorded_dev"]
+    with pytest.raises(ValueError, match="not the output dir of a finished adapter run"):
+        apply_method(load_base_model(str(tiny_model_dir), get_task("rte")),
+                     MethodSpec("fusion", fusion_sources=[str(out)]))
+
+
 @pytest.mark.parametrize("method", [["--method", "layernorm"], ["--method", "top-k", "--top-k", "1"], ["--method", "lora"],
                                     ["--method", "adapter", "--freeze-layernorms"]])
 def test_small_checkpoints_of_baselines_reproduce_scores(tiny_model_dir, rte_dir, tmp_path, capsys, method):

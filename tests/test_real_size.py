@@ -7,6 +7,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import adaptkit.cpu_speed
+import adaptkit.state
 from adaptkit.checkpoint import fingerprint_positions
 from adaptkit.layer import BottleneckAdapter
 from tiny_models import logits
@@ -50,6 +51,41 @@ def test_bert_base_saves_and_reloads_onto_a_fresh_copy(tmp_path):
         assert torch.equal(logits(fresh, inputs), base)
     with pytest.raises(adaptkit.BaseModelMismatchError, match="other pretrained weights"):
         adaptkit.load_adapter(bert_base(seed=1), tmp_path / "task")
+
+
+@pytest.mark.slow
+def test_fusion_of_three_adapters_on_bert_base_in_bf16(tmp_path):
+    """bert-base's published config in bf16, AdapterHub's SeqBn adapters fused: one training step
+    moves only the fusion's float32 tensors, and the fusion saves and reloads exactly."""
+    model = bert_base(seed=0).to(torch.bfloat16)
+    inputs = {"input_ids": torch.randint(1000, 30000, (2, 16), generator=torch.Generator().manual_seed(0))}
+    names = ("sst2", "mrpc", "rte")
+    for name in names:
+        adaptkit.add_adapter(model, adaptkit.AdapterConfig.seq_bn(), name=name)
+    block = adaptkit.add_fusion(model, adaptkit.Fuse(*names))
+    fusion = adaptkit.state.get_state(model).fusions[block.name]
+    assert len(fusion.site_modules) == 12 and all(p.dtype == torch.float32 for p in fusion.parameters())
+    trained = {id(p) for p in fusion.parameters()}
+    assert {id(p) for p in model.parameters() if p.requires_grad} == trained
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    loss = model(**inputs, labels=torch.tensor([0, 1])).loss + adaptkit.fusion_regularization_loss(model)
+    loss.backward()
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4).step()
+    model.eval()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {n for n, p in model.named_parameters() if id(p) in trained}
+    assert any(".fusions." in n for n in moved)
+    adapted = logits(model, inputs)
+    for name in names:
+        adaptkit.save_adapter(model, tmp_path / name, name)
+    adaptkit.save_fusion(model, tmp_path / "fusion", block)
+
+    fresh = bert_base(seed=0).to(torch.bfloat16)
+    for name in names:
+        adaptkit.load_adapter(fresh, tmp_path / name)
+    adaptkit.load_fusion(fresh, tmp_path / "fusion")
+    assert torch.equal(logits(fresh, inputs), adapted)
 
 
 @pytest.mark.slow
