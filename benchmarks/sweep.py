@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -208,14 +209,17 @@ def append_result(results_file: Path, run: Run, result: dict) -> None:
     append_line(results_file, {"key": run.key, "label": run.label, **asdict(run), "result": result})
 
 
-def execute(run: Run, work_dir: Path, data_dir: str | None, threads: int | None = None) -> dict:
+def execute(run: Run, work_dir: Path, data_dir: str | None, threads: int | None = None,
+            kept: Path | None = None) -> dict:
     """Train one run in its own process; its log stays in the work directory.
 
     ``threads`` caps each process's CPU threads, so that parallel runs do not oversubscribe the cores.
+    ``kept``: where an adapter run's adapter is kept (committed beside the results), for the fusion
+    runs that read it, on this machine or the next.
     """
     out = work_dir / run.slug
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "glue_tasks", "train", *in_work_dir(run, work_dir).cli_args(),
+    cmd = [sys.executable, "-m", "glue_tasks", "train", *with_kept_sources(run, kept).cli_args(),
            "--output-dir", str(out / "run"),
            "--overwrite"] + (["--data-dir", data_dir] if data_dir else [])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -227,15 +231,29 @@ def execute(run: Run, work_dir: Path, data_dir: str | None, threads: int | None 
     if done.returncode != 0:
         tail = (out / "train.log").read_text(encoding="utf-8", errors="replace")[-1500:]
         raise RuntimeError(f"{run.slug} failed (exit {done.returncode}); log {out / 'train.log'}:\n{tail}")
+    if kept is not None and run.method["name"] == "adapter":
+        staging = kept / f".{run.slug}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(out / "run" / "adapter", staging / "adapter")
+        shutil.rmtree(kept / run.slug, ignore_errors=True)
+        staging.rename(kept / run.slug)
     return json.loads((out / "run" / "results.json").read_text(encoding="utf-8"))
 
 
-def in_work_dir(run: Run, work_dir: Path) -> Run:
-    """The run with its fusion sources (source runs' slugs) as their output dirs in ``work_dir``."""
+def with_kept_sources(run: Run, kept: Path | None) -> Run:
+    """The run with its fusion sources (source runs' slugs) as the folders their adapters are kept in."""
     sources = run.method.get("fusion_sources")
     if not sources:
         return run
-    return replace(run, method={**run.method, "fusion_sources": [str(work_dir / slug / "run") for slug in sources]})
+    if kept is None:
+        raise RuntimeError(f"{run.slug} fuses other runs' adapters, but this sweep keeps none")
+    return replace(run, method={**run.method, "fusion_sources": [str(kept / slug) for slug in sources]})
+
+
+def kept_adapters(preset: Preset, results_dir: Path) -> Path | None:
+    """Where a preset whose runs fuse other runs' adapters keeps them: beside its results, so a
+    sweep continued on another machine finds them."""
+    return results_dir / "adapters" if any(r.method.get("fusion_sources") for r in preset.runs) else None
 
 
 def select(runs: list[Run], tasks: list[str] | None, methods: list[str] | None,
@@ -284,19 +302,20 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"preset": args.preset, "description": preset.description, "runs": len(preset.runs), "jobs": args.jobs,
             "overrides": {"model": args.model, "mixed_precision": args.mixed_precision}}
     (results_dir / "preset.json").write_text(json.dumps(meta, indent=2) + "\n")
-    failures = run_all(todo, args.jobs, Path(args.work_dir), args.data_dir, results_file, args.preset)
+    failures = run_all(todo, args.jobs, Path(args.work_dir), args.data_dir, results_file, args.preset,
+                       kept_adapters(preset, results_dir))
     print(f"{len(todo) - failures} runs finished, {failures} failed")
     return 1 if failures else 0
 
 
 def run_all(todo: list[Run], jobs: int, work_dir: Path, data_dir: str | None, results_file: Path,
-            desc: str) -> int:
+            desc: str, kept: Path | None = None) -> int:
     """Run ``jobs`` trainings at a time; only this process appends to results.jsonl. Returns the failures."""
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
     def timed(run: Run) -> tuple[dict, float]:
         started = time.perf_counter()
-        return execute(run, work_dir, data_dir, threads), time.perf_counter() - started
+        return execute(run, work_dir, data_dir, threads, kept), time.perf_counter() - started
 
     failures = 0
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=desc, unit="run") as bar:

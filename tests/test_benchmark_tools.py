@@ -314,9 +314,11 @@ def test_fusion_glue_preset_plans_sources_before_the_fusions_that_read_them(tmp_
         fused = [by_slug[slug] for slug in fusion.method["fusion_sources"]]
         assert {r.seed for r in fused} == {fusion.seed} and fusion.task in {r.task for r in fused}  # its own adapter too
         assert len(fused) == 5 and fusion.label == "fusion-dynamic-5" and fusion.lr == 5e-5
-        args = sweep.in_work_dir(fusion, tmp_path).cli_args()
+        kept = sweep.kept_adapters(sweep.PRESETS["fusion-glue"](), tmp_path)
+        assert kept == tmp_path / "adapters"  # committed beside the results: the next machine finds them
+        args = sweep.with_kept_sources(fusion, kept).cli_args()
         given = args[args.index("--fusion-sources") + 1: args.index("--fusion-sources") + 6]
-        assert given == [str(tmp_path / r.slug / "run") for r in fused]
+        assert given == [str(kept / r.slug) for r in fused]
     assert json.loads(fusions[0].key)["method"]["fusion_sources"][0] == sources[0].slug  # no work dir in the key
     calls = []
     monkeypatch.setattr(sweep, "execute", lambda run, *a, **k: calls.append(run) or fake_result(run, 0.6))
@@ -421,3 +423,22 @@ def test_seed_claims_report_keeps_the_chosen_rate_and_refuses_a_seed_twice(tmp_p
         append_line(tie / "results.jsonl", _claim_line("scratch-small", "ce", 1, 0.6, 50, lr=lr, phase="tune"))
     assert seed_claims_report.chosen_lrs(tie, seed_claims_report.read_lines(tie / "results.jsonl")) == {
         "scratch-small": 1e-3}, "on a tie, the candidate compare lists first"
+
+
+def test_a_finished_adapter_run_keeps_its_adapter_beside_the_results_for_the_fusions(tmp_path, monkeypatch):
+    """The work directory stays on one machine; the adapters fusion runs read are kept where the
+    results are committed, so a sweep continued elsewhere still finds them."""
+    source = sweep.PRESETS["fusion-glue"]().runs[0]
+
+    def fake_train(cmd, **kwargs):
+        out = Path(cmd[cmd.index("--output-dir") + 1])
+        (out / "adapter").mkdir(parents=True)
+        (out / "adapter" / "adapter_model.safetensors").write_bytes(b"tensors")
+        (out / "results.json").write_text(json.dumps(fake_result(source, 0.6)))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(sweep.subprocess, "run", fake_train)
+    kept = tmp_path / "results" / "adapters"
+    sweep.execute(source, tmp_path / "work", None, kept=kept)
+    assert (kept / source.slug / "adapter" / "adapter_model.safetensors").read_bytes() == b"tensors"
+    assert sorted(p.name for p in kept.iterdir()) == [source.slug]  # no staging folder left
