@@ -287,7 +287,7 @@ class ModuleHook:
         hidden = _first_tensor(output)
         routing.check_rows(hidden, f"{type(module).__name__} (an adapted module)")
         rows = [r.to(hidden.device) for _, r in mine]
-        if type(slot).apply is AdapterSlot.apply and all(isinstance(n, str) for n, _ in mine):
+        if type(slot).adapted_output is AdapterSlot.adapted_output and all(isinstance(n, str) for n, _ in mine):
             # deltas only: one scatter of every group's
             deltas = [slot.adapters[n].delta(hidden[r]) for (n, _), r in zip(mine, rows)]
             adapted = hidden.index_add(0, torch.cat(rows), torch.cat(deltas).to(hidden.dtype))
