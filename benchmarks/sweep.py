@@ -315,7 +315,7 @@ def run_all(todo: list[Run], jobs: int, work_dir: Path, data_dir: str | None, re
 
     def timed(run: Run) -> tuple[dict, float]:
         started = time.perf_counter()
-        return execute(run, work_dir, data_dir, threads, kept), time.perf_counter() - started
+        return execute(run, work_dir, data_dir, threads, kept=kept), time.perf_counter() - started
 
     failures = 0
     with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(total=len(todo), desc=desc, unit="run") as bar:

@@ -27,7 +27,7 @@ def fake_result(run, score):
 def test_sweep_runs_each_cell_once_and_resumes(tmp_path, monkeypatch):
     calls = []
 
-    def execute(run, work_dir, data_dir, threads=None):
+    def execute(run, work_dir, data_dir, threads=None, kept=None):
         calls.append(run.slug)
         if len(calls) == 3:
             raise RuntimeError("boom")
@@ -120,7 +120,7 @@ def test_families(label, fam):
 def test_parallel_sweep_writes_each_run_once_and_caps_threads(tmp_path, monkeypatch):
     seen = []
 
-    def execute(run, work_dir, data_dir, threads=None):
+    def execute(run, work_dir, data_dir, threads=None, kept=None):
         seen.append((run.slug, threads))
         if run.label == "top-0" and run.seed == 2:
             raise RuntimeError("boom")
