@@ -234,7 +234,8 @@ def execute(run: Run, work_dir: Path, data_dir: str | None, threads: int | None 
     if kept is not None and run.method["name"] == "adapter":
         staging = kept / f".{run.slug}.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(out / "run" / "adapter", staging / "adapter")
+        shutil.copytree(out / "run" / "adapter", staging / "adapter")  # and what the fusion method reads
+        shutil.copy2(out / "run" / "run_config.json", staging / "run_config.json")
         shutil.rmtree(kept / run.slug, ignore_errors=True)
         staging.rename(kept / run.slug)
     return json.loads((out / "run" / "results.json").read_text(encoding="utf-8"))

@@ -435,10 +435,13 @@ def test_a_finished_adapter_run_keeps_its_adapter_beside_the_results_for_the_fus
         (out / "adapter").mkdir(parents=True)
         (out / "adapter" / "adapter_model.safetensors").write_bytes(b"tensors")
         (out / "results.json").write_text(json.dumps(fake_result(source, 0.6)))
+        (out / "run_config.json").write_text(json.dumps({"task": source.task}))
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(sweep.subprocess, "run", fake_train)
     kept = tmp_path / "results" / "adapters"
     sweep.execute(source, tmp_path / "work", None, kept=kept)
     assert (kept / source.slug / "adapter" / "adapter_model.safetensors").read_bytes() == b"tensors"
+    from glue_tasks.methods import fusion_source_names
+    assert fusion_source_names([str(kept / source.slug)]) == [source.task]  # what the fusion run reads
     assert sorted(p.name for p in kept.iterdir()) == [source.slug]  # no staging folder left
