@@ -65,14 +65,15 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     refuse_shadowed_heads(model, state)
     directory = Path(directory)
     file_dtype = dtype or torch.float32
-    collective = state_dict is None and sharded_by(model) is not None
-    with whole_tensors(model, outer, state_dict) as tensor:
+    engine = None if state_dict is not None else sharded_by(model)
+    collective = engine is not None
+    with whole_tensors(model, outer, state_dict, engine) as tensor:
         tensors = {key: tensor(param_name) for key, param_name in adapter_tensor_names(name, entry).items()}
         tensors = {k: v.detach().to("cpu", dtype=file_dtype if v.is_floating_point() else v.dtype).contiguous().clone()
                    for k, v in tensors.items()}
         base_model = describe_base(model, state.base, tensor)
     if writes_here(collective):
-        adapters = [p for m in entry.site_modules.values() for p in m.parameters()]
+        trained = next((p.dtype for m in entry.site_modules.values() for p in m.parameters()), None)
         meta = {
             "format_version": FORMAT_VERSION,
             "adaptkit_version": __version__,
@@ -82,11 +83,11 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
             "base_model": base_model,
             "dtypes": {"base": _dtype_name(next(model.get_submodule(entry.sites[0].name).parameters()).dtype)
                        if entry.sites else None,
-                       "trained": _dtype_name(adapters[0].dtype) if adapters else None,
+                       "trained": _dtype_name(trained) if trained else None,
                        "file": _dtype_name(file_dtype)},
             "trained_parameters": sum(v.numel() for v in tensors.values()),
         }
-        _write_both(directory, tensors, meta)
+        write_checkpoint(directory, tensors, meta)
     barrier_if(collective)
     return directory
 
@@ -112,12 +113,13 @@ def _dotted(*parts: str) -> str:
     return ".".join(part for part in parts if part)
 
 
-def _write_both(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """The tensor file and the config that checksums it: both written, then both renamed into
-    place, so a failure on the way leaves the folder as it was."""
-    with atomic_paths(directory / WEIGHTS_NAME, directory / CONFIG_NAME) as (weights_tmp, config_tmp):
+def write_checkpoint(directory: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                     weights_name: str = WEIGHTS_NAME, config_name: str = CONFIG_NAME) -> None:
+    """The tensor file and the config that checksums it (an adapter's, or a fusion's): both
+    written, then both renamed into place, so a failure on the way leaves the folder as it was."""
+    with atomic_paths(directory / weights_name, directory / config_name) as (weights_tmp, config_tmp):
         save_file(tensors, str(weights_tmp), metadata={"format": "pt", "adaptkit": __version__})
-        meta["files"] = {WEIGHTS_NAME: {"sha256": sha256_file(weights_tmp), "bytes": weights_tmp.stat().st_size}}
+        meta["files"] = {weights_name: {"sha256": sha256_file(weights_tmp), "bytes": weights_tmp.stat().st_size}}
         config_tmp.write_text(json_text(meta), encoding="utf-8")
 
 

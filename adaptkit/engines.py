@@ -167,16 +167,16 @@ def reshard(model: nn.Module) -> None:
 # -- reading tensors whole ----------------------------------------------------------------------
 @contextlib.contextmanager
 def whole_tensors(model: nn.Module, outer: nn.Module, state_dict: Mapping[str, torch.Tensor] | None,
-                  ) -> Iterator[Callable[[str], torch.Tensor]]:
+                  engine: str | None) -> Iterator[Callable[[str], torch.Tensor]]:
     """Inside, ``tensor(name)`` gives the whole value of the model's parameter ``name`` (its name as
     built). From ``state_dict`` when given (gathered beforehand, e.g. ``accelerator.get_state_dict``),
     else from the model, gathering shards: FSDP2's and ZeRO-3's one tensor at a time, FSDP1's flat
-    parameters all at once (``summon_full_params``). Gathering is a collective: every rank must get here."""
+    parameters all at once (``summon_full_params``); ``engine`` is ``sharded_by(model)``. Gathering
+    is a collective: every rank must get here."""
     if state_dict is not None:
         yield _from_state_dict(state_dict)
         return
     params = {clean_name(n): p for n, p in model.named_parameters()}
-    engine = sharded_by(model)
     if engine == "DeepSpeed ZeRO-3":
         yield lambda name: _gathered_zero3(params[name])
         return

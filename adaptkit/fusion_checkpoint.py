@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
 from .adapterhub import (FUSION_CONFIG, HEAD_CONFIG, HEAD_WEIGHTS, LOCATIONS, SAFE_HEAD_WEIGHTS, _check_base,
                          _head_spec, _head_tensors, _load_tensors, _read_json, places)
-from .atomic import atomic_path, sha256_file, write_json_atomic
+from .atomic import sha256_file
 from .checkpoint import (FUSION_CONFIG_NAME, FUSION_WEIGHTS_NAME, _read_tensors, check_fingerprint, check_structure,
-                         describe_base)
+                         describe_base, write_checkpoint)
 from .config import AdapterConfig, FusionConfig
 from .engines import refuse_sharded
 from .errors import AdapterError, AdapterConfigError, CheckpointError
@@ -68,18 +67,14 @@ def save_fusion(model: nn.Module, directory: str | Path, block: Fuse | str) -> P
     tensors = {f"fusion:{site}:{k}": v for site, m in entry.site_modules.items() for k, v in m.state_dict().items()}
     tensors.update((f"task:{k}", v) for k, v in entry.task_values().items())
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(directory / FUSION_WEIGHTS_NAME) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "adaptkit": __version__})
-        checksum = sha256_file(tmp)
-    write_json_atomic(directory / FUSION_CONFIG_NAME, {
+    write_checkpoint(directory, tensors, {
         "format_version": FORMAT_VERSION, "adaptkit_version": __version__, "name": name,
         "fuse": entry.block.to_dict(), "config": entry.config.to_dict(), "head": entry.head,
         "train_head": bool(entry.own_copies),
         "adapters": {n: adapter_hash(model, n) for n in entry.block.flatten()},
         "sites": [{"name": s.name, "kind": s.kind, "width": s.width} for s in entry.sites],
         "base_model": describe_base(model, state.base),
-        "files": {FUSION_WEIGHTS_NAME: {"sha256": checksum}},
-    })
+    }, FUSION_WEIGHTS_NAME, FUSION_CONFIG_NAME)
     return directory
 
 
@@ -89,6 +84,7 @@ def load_fusion(model: nn.Module, directory: str | Path, activate: bool = True, 
     (active, its layers training, with ``activate``). Everything is checked before the model is
     touched; a failure after that removes the fusion again."""
     refuse_meta(model)
+    refuse_sharded(model, "load a fusion")
     directory = Path(directory)
     if (directory / FUSION_CONFIG).is_file():
         return _load_adapterhub_fusion(model, directory, activate, load_head)
