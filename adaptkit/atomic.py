@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,6 +45,28 @@ def atomic_paths(*paths: str | Path) -> Iterator[tuple[Path, ...]]:
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def replaced_folder(path: str | Path, writes: bool = True) -> Iterator[Path]:
+    """Yield a staging folder beside ``path`` to fill; once filled without error it replaces
+    ``path`` whole, so a reader (or a kill) meets the old folder or the new one, never a mix; an
+    error removes the staging folder and leaves ``path`` as it was. ``writes=False``: a process
+    that takes part without writing (a rank that helps gather) gets the same path, and nothing is
+    touched."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.partial")
+    if writes:
+        shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yield staging
+    except BaseException:
+        if writes:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if writes and staging.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        staging.rename(path)
 
 
 def _umask() -> int:

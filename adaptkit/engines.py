@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import AdapterError
+from .params import PEFT_PREFIX
 
 ORDER = ("add and load the adapters and choose which one trains, then wrap or shard the model "
          "(accelerator.prepare, fully_shard, FullyShardedDataParallel, deepspeed.initialize), then "
@@ -36,7 +37,7 @@ _DRIFT_FIX = (f"The order that works: {ORDER}. To evaluate another adapter on th
 _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 #: Wrapper prefixes of a state dict taken from a wrapper rather than the model (DDP, DeepSpeed,
 #: PEFT).
-_STATE_DICT_PREFIXES = ("module.", "base_model.model.")
+_STATE_DICT_PREFIXES = ("module.", PEFT_PREFIX)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

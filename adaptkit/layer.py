@@ -273,8 +273,9 @@ class ModuleHook:
         if (isinstance(routing, Composition) and routing.channels > 1 and module is not self.state.model_ref()
                 and not self.state.copies_the_batch()):  # the model's own hook (a head's) runs after its call ends
             raise AdapterError(f"{routing!r} copies the batch at the model's input, but {type(module).__name__} runs "
-                               "outside a call of the model (a submodule called directly, e.g. model.bert(...)): call "
-                               "the model itself, or route that call to one adapter")
+                               "outside a call of the model (a submodule called directly, e.g. model.bert(...), or an "
+                               "encoder-decoder's encoder under generate): call the model itself, route that call to "
+                               "one adapter, or generate with adaptkit.generate_parallel")
         return _run_routed(slot, module, routing, args, kwargs, output, self._only_holder(module, output))
 
     def _rows(self, module: nn.Module, slot: AdapterSlot, routing: RowGroups, args: tuple, kwargs: dict, output):

@@ -18,6 +18,7 @@ from functools import partial
 
 import torch
 from torch import nn
+from transformers.cache_utils import Cache
 
 from .config import PLACEMENT_VERSION, AdapterConfig
 from .engines import refuse_sharded, reshard
@@ -476,7 +477,10 @@ def apply_choices(model: nn.Module, state: AdapterState) -> None:
         setattr(model.config, CONFIG_KEY, {
             "active": active, "placement_version": PLACEMENT_VERSION,
             "adapters": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites]}
-                         for name, entry in state.adapters.items()}})
+                         for name, entry in state.adapters.items()},
+            "fusions": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites],
+                               "train_head": bool(entry.own_copies), "head": entry.head}
+                        for name, entry in state.fusions.items()}})
 
 
 def trained_adapters(state: AdapterState) -> set[str]:
@@ -528,8 +532,13 @@ def _copies_for_parallel(state: AdapterState, model: nn.Module, args: tuple, kwa
     masks, labels) is repeated that many times along the batch. AdapterHub copies at the first
     adapted layer instead; the layers below compute the same values on each copy."""
     routing = state.current()
-    if not isinstance(routing, Composition) or routing.channels == 1:
+    if not isinstance(routing, Composition) or routing.channels == 1 or state.copied_var.get():
         return None
+    if any(isinstance(value, Cache) for value in kwargs.values()):
+        raise AdapterError(f"{routing!r} copies the batch at the model's input, but this call continues a cache "
+                           "(generate, or a decoding loop) that holds one row per example, as generate's own state "
+                           f"does: use adaptkit.generate_parallel(model, {routing!r}, input_ids=..., ...), which copies "
+                           "the batch before generate starts")
     return repeat_rows((args, kwargs), routing.channels)
 
 

@@ -127,13 +127,13 @@ def base_parameters(model: nn.Module) -> BaseParameters:
 
 #: What PEFT puts in a wrapped model's parameter names: its wrapper's prefix, the ``base_layer`` a
 #: LoRA layer holds the original in, and ``modules_to_save``'s ``original_module``.
-_PEFT_PREFIX = "base_model.model."
+PEFT_PREFIX = "base_model.model."
 _PEFT_SEGMENTS = (".base_layer.", ".original_module.")
 
 
 def own_name(name: str) -> str:
     """A parameter's name in the base model itself, without what PEFT's wrappers add."""
-    name = name.removeprefix(_PEFT_PREFIX)
+    name = name.removeprefix(PEFT_PREFIX)
     for segment in _PEFT_SEGMENTS:
         name = name.replace(segment, ".")
     return name

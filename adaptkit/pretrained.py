@@ -1,8 +1,8 @@
 """The Hugging Face round trip: ``save_pretrained`` / ``Trainer.save_model`` folders.
 
 Such a folder holds the base model's values under their own names (``from_pretrained`` of it is
-exactly the base) and every adapter's tensors under adaptkit's names, with the adapters' configs
-in ``config.json`` (``model.config.adaptkit_adapters``). ``restore_adapters`` brings them back.
+exactly the base) and every adapter's and fusion's tensors under adaptkit's names, with their
+configs in ``config.json`` (``model.config.adaptkit_adapters``). ``restore_adapters`` brings them back.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import transformers
 from safetensors import safe_open
 from torch import nn
 
-from .config import AdapterConfig, upgrade_placement
+from .config import AdapterConfig, FusionConfig, upgrade_placement
 from .errors import AdapterConfigError, AdapterError, CheckpointError
 from .fetch import local_folder
+from .fusion import insert_fusion, remove_fusion
 from .model import CONFIG_KEY, delete_adapter, insert_adapter, refuse_meta, set_active_adapter
 from .params import is_adaptkit_name
+from .routing import Fuse, composition_from_dict
 from .state import get_state
 from .targets import Site
 
@@ -27,9 +29,10 @@ _PATTERNS = ["config.json", "*.safetensors", "*.safetensors.index.json"]
 
 
 def restore_adapters(model: nn.Module, directory: str | Path, revision: str | None = None) -> list[str]:
-    """Re-add the adapters saved with the model in ``directory`` (a folder or a Hub repo id)
-    onto ``model``, the base loaded from it with ``from_pretrained``; returns their names and
-    activates the one that was active. All or nothing: on any error no adapter is left."""
+    """Re-add the adapters and fusions saved with the model in ``directory`` (a folder or a Hub
+    repo id) onto ``model``, the base loaded from it with ``from_pretrained``; returns the adapters'
+    names and activates what was active (an adapter or a composition). All or nothing: on any
+    error no adapter or fusion is left."""
     refuse_meta(model)
     if get_state(model) is not None:
         raise AdapterError("this model already has adapters; restore onto the plain model that "
@@ -48,9 +51,16 @@ def restore_adapters(model: nn.Module, directory: str | Path, revision: str | No
             sites = [Site(**site) for site in entry["sites"]]
             insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
             added.append(name)
+        for name, entry in record.get("fusions", {}).items():  # records before fusions have none
+            insert_fusion(model, get_state(model), Fuse(*name.split(",")), FusionConfig.from_dict(entry["config"]),
+                          [Site(**site) for site in entry["sites"]], entry["train_head"], initialise=False,
+                          head=entry["head"])
         _copy_into(model, tensors, folder)
-        if record.get("active") in added:
-            set_active_adapter(model, record["active"])
+        active = record.get("active")
+        if isinstance(active, dict):
+            set_active_adapter(model, composition_from_dict(active))
+        elif active in added:
+            set_active_adapter(model, active)
     except (AdapterConfigError, TypeError, KeyError) as exc:
         _undo(model, added)
         raise CheckpointError(f"{folder / 'config.json'}: its {CONFIG_KEY} entry is damaged ({exc}); "
@@ -123,5 +133,8 @@ def _copy_into(model: nn.Module, tensors: dict[str, torch.Tensor], folder: Path)
 
 
 def _undo(model: nn.Module, added: list[str]) -> None:
+    state = get_state(model)
+    for name in list(state.fusions) if state is not None else []:
+        remove_fusion(model, state, name)
     for name in reversed(added):
         delete_adapter(model, name)

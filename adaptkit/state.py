@@ -82,6 +82,8 @@ class AdapterState:
         self.model_ref = weakref.ref(model) if model is not None else lambda: None
         self.routing_var: contextvars.ContextVar = contextvars.ContextVar(f"adaptkit_routing_{id(self)}",
                                                                           default=_UNSET)
+        # this thread's inputs already hold a Parallel's copies of the batch (generate_parallel)
+        self.copied_var: contextvars.ContextVar = contextvars.ContextVar(f"adaptkit_copied_{id(self)}", default=False)
         self.lock = threading.RLock()
         self.forwards: Counter[int] = Counter()  # thread id -> forwards of this model in flight
         self.contexts: Counter[int] = Counter()  # thread id -> routing contexts open
@@ -89,7 +91,7 @@ class AdapterState:
         self.fixed = TrainingFixedBy()  # an engine that fixed which parameters train
         self.generation = 0  # counts changes of which parameters train
 
-    _RUNTIME = ("model_ref", "routing_var", "lock", "forwards", "contexts", "pinned", "fixed", "generation")
+    _RUNTIME = ("model_ref", "routing_var", "copied_var", "lock", "forwards", "contexts", "pinned", "fixed", "generation")
 
     def __getstate__(self) -> dict:
         """Pickled (``torch.save(model)``) without what belongs to this process's threads."""
@@ -149,10 +151,11 @@ class AdapterState:
 
     def copies_the_batch(self) -> bool:
         """Whether this thread's forwards copy the batch for a Parallel: it is inside a call of the
-        model (whose input hook copies it), or in backward, rerunning a checkpointed block of one."""
+        model (whose input hook copies it), in backward, rerunning a checkpointed block of one, or
+        its inputs hold the copies already (``generate_parallel``)."""
         with self.lock:
             inside = self.forwards[threading.get_ident()] > 0
-        return inside or in_backward()
+        return inside or in_backward() or self.copied_var.get()
 
     def refuse_while_busy(self, action: str) -> None:
         """Changing the model's modules while another thread runs it would change them under

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the glue_tasks the runs use (their PYTHONPATH), installed or not
+from adaptkit.atomic import replaced_folder  # noqa: E402
 from adaptkit.config import PLACEMENT_VERSION, RENAMED_PLACEMENTS  # noqa: E402
 from glue_tasks.ledger import append_line, done_keys  # noqa: E402
 from glue_tasks.methods import MethodSpec  # noqa: E402
@@ -163,7 +164,7 @@ def layer_choice() -> Preset:
                   "(the top 6: glue-headline), and in all 6 with the embeddings' LayerNorm frozen", runs)
 
 
-#: fusion-glue: the source tasks (the issue's five), the targets, and the source adapters' method
+#: fusion: the source tasks (the issue's five), the targets, and the source adapters' method
 #: (houlsby m=64 at glue-headline's lr 1e-3 and 3 epochs, LayerNorms frozen as AdapterFusion's adapters
 #: are, so the fused adapters share the base's LayerNorms).
 FUSION_SOURCES = ("sst2", "mrpc", "stsb", "cola", "rte")
@@ -175,8 +176,8 @@ def fusion_glue() -> Preset:
     """AdapterFusion on GLUE (issue 38): per seed, an adapter on each source task's whole train set,
     then a dynamic fusion of all five trained on each target (its own adapter among them, as in the
     paper), against the target's single adapter (the source run on the target, same seed). The
-    fusion runs name their sources by slug; ``execute`` finds them in the work directory, so the
-    source runs come first."""
+    fusion runs name their sources by slug; ``execute`` finds them where the sweep keeps them
+    (``kept_adapters``), so the source runs come first."""
     sources = {seed: [Run(task, FUSION_SOURCE_METHOD, 1e-3, seed, 3) for task in FUSION_SOURCES] for seed in (1, 2, 3)}
     fusions = [Run(target, {"name": "fusion", "fusion_sources": [r.slug for r in sources[seed]],
                             "fusion_config": "dynamic"}, 5e-5, seed, 3)
@@ -202,7 +203,7 @@ def paper() -> Preset:
 
 
 PRESETS = {"cpu-small": cpu_small, "cpu-small-lr": cpu_small_lr, "glue-headline": glue_headline,
-           "layer-choice": layer_choice, "paper": paper, "fusion-glue": fusion_glue}
+           "layer-choice": layer_choice, "paper": paper, "fusion": fusion_glue}
 
 
 def append_result(results_file: Path, run: Run, result: dict) -> None:
@@ -232,12 +233,9 @@ def execute(run: Run, work_dir: Path, data_dir: str | None, threads: int | None 
         tail = (out / "train.log").read_text(encoding="utf-8", errors="replace")[-1500:]
         raise RuntimeError(f"{run.slug} failed (exit {done.returncode}); log {out / 'train.log'}:\n{tail}")
     if kept is not None and run.method["name"] == "adapter":
-        staging = kept / f".{run.slug}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(out / "run" / "adapter", staging / "adapter")  # and what the fusion method reads
-        shutil.copy2(out / "run" / "run_config.json", staging / "run_config.json")
-        shutil.rmtree(kept / run.slug, ignore_errors=True)
-        staging.rename(kept / run.slug)
+        with replaced_folder(kept / run.slug) as staging:
+            shutil.copytree(out / "run" / "adapter", staging / "adapter")  # and what the fusion method reads
+            shutil.copy2(out / "run" / "run_config.json", staging / "run_config.json")
     return json.loads((out / "run" / "results.json").read_text(encoding="utf-8"))
 
 

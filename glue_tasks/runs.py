@@ -16,7 +16,6 @@ in the layout above (``best/adapter``...), each loadable on its own.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import adaptkit
-from adaptkit.atomic import atomic_path
+from adaptkit.atomic import atomic_path, replaced_folder
 from adaptkit.engines import local_tensor
 from adaptkit.state import get_state
 
@@ -60,14 +59,9 @@ def save_epoch_checkpoint(model: nn.Module, method: str, output_dir: Path, save_
     written beside its old copy and then swapped in, so a kill leaves one whole checkpoint.
     ``writes=False``: a rank that only helps gather a sharded model's adapter (rank 0 writes)."""
     for which in ("last", "best") if best else ("last",):
-        staging = output_dir / f".{which}.partial"
-        if writes:
-            shutil.rmtree(staging, ignore_errors=True)
-        if save_trained(model, method, staging, save_full) is None:
-            return  # full/scratch without --save-full keep no checkpoint
-        if writes:
-            shutil.rmtree(output_dir / which, ignore_errors=True)
-            staging.rename(output_dir / which)
+        with replaced_folder(output_dir / which, writes) as staging:
+            if save_trained(model, method, staging, save_full) is None:
+                return  # full/scratch without --save-full keep no checkpoint
 
 
 def save_trained(model: nn.Module, method: str, output_dir: Path, save_full: bool) -> str | None:

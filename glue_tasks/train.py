@@ -432,16 +432,25 @@ class TrainingLoop:
         with self.accelerator.accumulate(self.model):
             labels = batch.pop("labels")
             loss = self.loss_fn(self.model(**batch).logits, labels)
-            if not torch.isfinite(loss):
+            objective = loss + self._fusion_regularization()
+            if not torch.isfinite(objective):
                 raise DivergenceError(
-                    f"the loss became {loss.item()} at epoch {epoch}, step {progress.step + 1} (learning rate "
+                    f"the loss became {objective.item()} at epoch {epoch}, step {progress.step + 1} (learning rate "
                     f"{self.scheduler.get_last_lr()[0]:.3g}); lower --lr or use --mixed-precision no"
                     + (f"; the last good state is {self.state_path} (--resume)" if self.state_path.exists() else ""))
-            self.accelerator.backward(loss)
+            self.accelerator.backward(objective)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad()
         return loss.item()
+
+    def _fusion_regularization(self) -> torch.Tensor | float:
+        """AdapterFusion's pull of its value matrices towards the identity (the dynamic preset asks
+        for it; AdapterHub's trainer adds it at every step), 0 for other methods."""
+        if self.cfg.method.name != "fusion":
+            return 0.0
+        regularization = adaptkit.fusion_regularization_loss(self.accelerator.unwrap_model(self.model))
+        return 0.0 if regularization is None else regularization
 
 
 class Interrupted(Exception):

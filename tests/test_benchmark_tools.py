@@ -303,7 +303,7 @@ def test_layer_choice_preset_runs_the_top_blocks_only():
 
 
 def test_fusion_glue_preset_plans_sources_before_the_fusions_that_read_them(tmp_path, monkeypatch):
-    runs = sweep.PRESETS["fusion-glue"]().runs
+    runs = sweep.PRESETS["fusion"]().runs
     sources, fusions = runs[:15], runs[15:]
     assert len(fusions) == 6 and {r.label for r in sources} == {"adapter-houlsby-frozen-ln-64"}
     assert {(r.task, r.seed) for r in sources} == {(t, s) for t in ("sst2", "mrpc", "stsb", "cola", "rte")
@@ -314,7 +314,7 @@ def test_fusion_glue_preset_plans_sources_before_the_fusions_that_read_them(tmp_
         fused = [by_slug[slug] for slug in fusion.method["fusion_sources"]]
         assert {r.seed for r in fused} == {fusion.seed} and fusion.task in {r.task for r in fused}  # its own adapter too
         assert len(fused) == 5 and fusion.label == "fusion-dynamic-5" and fusion.lr == 5e-5
-        kept = sweep.kept_adapters(sweep.PRESETS["fusion-glue"](), tmp_path)
+        kept = sweep.kept_adapters(sweep.PRESETS["fusion"](), tmp_path)
         assert kept == tmp_path / "adapters"  # committed beside the results: the next machine finds them
         args = sweep.with_kept_sources(fusion, kept).cli_args()
         given = args[args.index("--fusion-sources") + 1: args.index("--fusion-sources") + 6]
@@ -322,7 +322,7 @@ def test_fusion_glue_preset_plans_sources_before_the_fusions_that_read_them(tmp_
     assert json.loads(fusions[0].key)["method"]["fusion_sources"][0] == sources[0].slug  # no work dir in the key
     calls = []
     monkeypatch.setattr(sweep, "execute", lambda run, *a, **k: calls.append(run) or fake_result(run, 0.6))
-    assert sweep.main(["--preset", "fusion-glue", "--results-dir", str(tmp_path), "--seeds", "1"]) == 0
+    assert sweep.main(["--preset", "fusion", "--results-dir", str(tmp_path), "--seeds", "1"]) == 0
     assert [r.method["name"] for r in calls] == ["adapter"] * 5 + ["fusion"] * 2  # sources first
 
 
@@ -428,7 +428,7 @@ def test_seed_claims_report_keeps_the_chosen_rate_and_refuses_a_seed_twice(tmp_p
 def test_a_finished_adapter_run_keeps_its_adapter_beside_the_results_for_the_fusions(tmp_path, monkeypatch):
     """The work directory stays on one machine; the adapters fusion runs read are kept where the
     results are committed, so a sweep continued elsewhere still finds them."""
-    source = sweep.PRESETS["fusion-glue"]().runs[0]
+    source = sweep.PRESETS["fusion"]().runs[0]
 
     def fake_train(cmd, **kwargs):
         out = Path(cmd[cmd.index("--output-dir") + 1])

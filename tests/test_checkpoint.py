@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForTokenClassification
 
 import adaptkit
-from adaptkit.atomic import sha256_file
+from adaptkit.atomic import replaced_folder, sha256_file
 from tiny_models import logits, tiny_config, tiny_inputs, tiny_model
 
 
@@ -258,3 +258,24 @@ def test_an_adapters_own_head_runs_on_the_bare_model_only(tmp_path):
         for model in (classifier.bert, bare):
             torch.testing.assert_close(model(**inputs).last_hidden_state, encoder(**inputs).last_hidden_state,
                                        atol=0, rtol=0)
+
+
+def test_a_replaced_folder_is_the_old_one_or_the_new_one_whole(tmp_path):
+    """The stage-then-swap that epoch checkpoints and the sweep's kept adapters use: an error while
+    filling leaves the old folder and no staging; success swaps the new one in whole."""
+    folder = tmp_path / "best"
+    folder.mkdir()
+    (folder / "old.txt").write_text("old")
+    with pytest.raises(OSError, match="disk full"):
+        with replaced_folder(folder) as staging:
+            staging.mkdir()
+            (staging / "new.txt").write_text("half")
+            raise OSError("disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"] and (folder / "old.txt").exists()
+    with replaced_folder(folder, writes=False) as staging:  # a rank that helps gather touches nothing
+        assert staging == tmp_path / ".best.partial"
+    assert (folder / "old.txt").exists()
+    with replaced_folder(folder) as staging:
+        staging.mkdir()
+        (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"] and [p.name for p in folder.iterdir()] == ["new.txt"]

@@ -10,12 +10,13 @@ from contextlib import contextmanager
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 import adaptkit
 from adaptkit import Average, Fuse, Parallel, Stack
 from adaptkit.params import SLOT_ATTR
 from adaptkit.state import get_state
-from tiny_models import tiny_inputs, tiny_model
+from tiny_models import tiny_config, tiny_inputs, tiny_model
 
 PLAIN = dict(size=8, init_std=0.2, train_layernorms=False, train_head=False)
 
@@ -164,6 +165,35 @@ def test_parallel_runs_each_child_on_its_copy_of_the_batch():
         assert model(**inputs, labels=labels).loss.isfinite()
         with pytest.raises(adaptkit.AdapterError, match="outside a call of the model"):
             model.bert(**inputs)  # the copy happens at the model's input: a submodule alone is refused
+
+
+@pytest.mark.parametrize("auto, model_type", [(AutoModelForCausalLM, "llama"), (AutoModelForCausalLM, "gpt2"),
+                                              (AutoModelForSeq2SeqLM, "t5")])
+def test_generate_parallel_continues_each_childs_copy_as_that_child_alone(auto, model_type):
+    """generate keeps one row of state per example: generate_parallel copies the batch first (as
+    AdapterHub does), greedy and beam search give each child's own continuation, child i's rows at
+    i·B..; a plain generate under a Parallel is refused by name and leaves the model usable."""
+    torch.manual_seed(0)
+    model = auto.from_config(tiny_config(model_type)).eval()
+    for name in ("a", "b"):
+        adaptkit.add_adapter(model, adaptkit.AdapterConfig(size=8, init_std=0.5), name=name, activate=False)
+    ids = torch.randint(5, 100, (2, 5))
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0
+    for beams in (1, 2):
+        settings = dict(attention_mask=mask, max_new_tokens=4, do_sample=False, num_beams=beams)
+        alone = []
+        for name in ("a", "b"):
+            with adaptkit.using(model, name):
+                alone.append(model.generate(ids, **settings))
+        assert not torch.equal(alone[0], alone[1])  # the adapters move the continuation
+        both = adaptkit.generate_parallel(model, Parallel("a", "b"), input_ids=ids, **settings)
+        assert torch.equal(both, torch.cat(alone))
+    with adaptkit.using(model, Parallel("a", "b")), pytest.raises(adaptkit.AdapterError, match="generate_parallel"):
+        model.generate(ids, max_new_tokens=2)
+    assert not get_state(model).forwards and list(adaptkit.list_adapters(model)) == ["a", "b"]
+    with pytest.raises(adaptkit.AdapterError, match="runs a Parallel"):
+        adaptkit.generate_parallel(model, Stack("a", "b"), input_ids=ids)
 
 
 def test_parallel_under_activation_checkpointing_trains_as_without():

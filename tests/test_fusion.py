@@ -148,15 +148,33 @@ def test_a_fused_adapter_is_kept_until_its_fusion_goes():
     adaptkit.delete_adapter(model, "rte")
 
 
-def test_save_pretrained_restores_the_adapters_of_an_active_composition(tmp_path):
-    """The folder keeps the fusion's tensors, but restore_adapters rebuilds adapters only (fusions
-    save with save_fusion); the active composition is recorded, not restored."""
+def test_save_pretrained_restores_trained_fusions_and_the_active_composition(tmp_path):
+    """A save_pretrained folder brings back the adapters, the trained fusion (its layers and head
+    copy) and the active composition: the restored model computes exactly what was saved."""
     model = with_adapters()
     adaptkit.add_fusion(model, Fuse("sst2", "rte"))
-    adaptkit.set_active_adapter(model, Stack("mrpc", Fuse("sst2", "rte")))
+    train(model)
+    stack = Stack("mrpc", Fuse("sst2", "rte"))
+    adaptkit.set_active_adapter(model, stack)
+    inputs = tiny_inputs(model, batch=4)
+    expected = logits(model, inputs, stack)
     model.save_pretrained(tmp_path)
-    record = json.loads((tmp_path / "config.json").read_text())["adaptkit_adapters"]
-    assert record["active"]["type"] == "Stack"
-    fresh = type(model).from_pretrained(tmp_path)
+    fresh = without_dropout(type(model).from_pretrained(tmp_path))
     assert sorted(adaptkit.restore_adapters(fresh, tmp_path)) == sorted(NAMES)
-    assert get_state(fresh).fusions == {} and adaptkit.active_adapter(fresh) is None
+    assert list(get_state(fresh).fusions) == ["sst2,rte"] and adaptkit.active_adapter(fresh) == stack
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(**inputs).logits, expected)
+    assert torch.equal(logits(fresh, inputs, Fuse("sst2", "rte")), logits(model, inputs, Fuse("sst2", "rte")))
+
+
+def test_a_damaged_fusion_record_restores_nothing(tmp_path):
+    model = with_adapters()
+    adaptkit.add_fusion(model, Fuse("sst2", "rte"))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["adaptkit_adapters"]["fusions"]["sst2,rte"]["config"]["temperature"] = True
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    fresh = type(model).from_pretrained(tmp_path)
+    with pytest.raises(adaptkit.CheckpointError, match="damaged"):
+        adaptkit.restore_adapters(fresh, tmp_path)
+    assert not any(adaptkit.params.is_adaptkit_name(n) for n, _ in fresh.named_parameters())

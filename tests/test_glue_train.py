@@ -107,9 +107,18 @@ def test_train_save_eval_predict_end_to_end(tiny_model_dir, rte_dir, tmp_path, c
     assert {line.split("\t")[1] for line in lines[1:]} <= {"entailment", "not_entailment"}
 
 
-def test_a_fusion_run_fuses_finished_adapter_runs_and_reproduces_its_score(tiny_model_dir, rte_dir, tmp_path, capsys):
+def test_a_fusion_run_fuses_finished_adapter_runs_and_reproduces_its_score(tiny_model_dir, rte_dir, tmp_path, capsys,
+                                                                          monkeypatch):
     """Two source runs (the second on STS-B's data), then AdapterFusion over them on RTE: only the
-    fusion and its head copy train; the run's folder holds the adapters too, and eval reproduces."""
+    fusion and its head copy train, with the dynamic preset's value regularization in the loss at
+    every step (not in the source runs'); the run's folder holds the adapters too, and eval reproduces."""
+    regularizations, unrecorded = [], adaptkit.fusion_regularization_loss
+
+    def recorded(model):
+        value = unrecorded(model)
+        regularizations.append(value.item())
+        return value
+    monkeypatch.setattr(adaptkit, "fusion_regularization_loss", recorded)
     sources = [tmp_path / "rte-source", tmp_path / "stsb-source"]
     assert main(train_args(tiny_model_dir, rte_dir, sources[0], "--epochs", "1", "--freeze-layernorms")) == 0
     stsb = write_stsb(tmp_path / "glue")
@@ -120,6 +129,8 @@ def test_a_fusion_run_fuses_finished_adapter_runs_and_reproduces_its_score(tiny_
                            "--fusion-sources", *map(str, sources), "--lr", "1e-3")) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["label"] == "fusion-dynamic-2"
+    assert len(regularizations) == results["schedule"]["steps"]
+    assert regularizations[0] < 1e-6 < regularizations[-1]  # the value matrices start at the identity, then move
     model = apply_method(load_base_model(str(tiny_model_dir), get_task("rte")),
                          MethodSpec("fusion", fusion_sources=[str(s) for s in sources]))
     assert all(".fusions.rte,stsb." in n or ".adaptkit_task.values.rte,stsb." in n for n in trainable_names(model))
