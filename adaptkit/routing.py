@@ -69,6 +69,17 @@ class Composition:
     def __setattr__(self, key, value):
         raise AttributeError(f"{type(self).__name__} is immutable")
 
+    def __reduce__(self):
+        """Pickled (``torch.save`` of a model with a fusion) in its AdapterHub dict form: the default
+        rebuild sets attributes, which an immutable block refuses."""
+        return composition_from_dict, (self.to_dict(),)
+
+    def __copy__(self) -> "Composition":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Composition":
+        return self
+
     def _key(self) -> tuple:
         return (type(self).__name__, self.children)
 

@@ -11,6 +11,10 @@ Checked per case:
   the same base gives the worker's logits (max |Δ|);
 - time per step (after the first).
 
+The fusion cases (DDP, ZeRO-2: the engines that keep whole parameters) train an AdapterFusion over
+the two adapters instead (its layers and head copy, with its value regularization in the loss)
+and make the same three checks, saving with ``save_fusion`` from rank 0.
+
 An engine that cannot run here (DeepSpeed not installed) is recorded as skipped with the reason.
 The misuse cases (DDP, FSDP2, ZeRO-3) check that each wrong order is refused by name, the model
 left as it was, or works on every rank.
@@ -48,6 +52,10 @@ from benchmarks.real_size_configs import MODELS as REAL_SIZE_MODELS  # noqa: E40
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "distributed.json"
 ENGINES = ("ddp", "fsdp2", "fsdp1", "fsdp1-orig-params", "zero2", "zero3")
+#: engines that keep whole parameters: a fusion trains there and rank 0 saves it (on sharded
+#: models adding or saving a fusion is refused by name)
+FUSION_ENGINES = ("ddp", "zero2")
+FUSE = adaptkit.Fuse("task", "other")
 MODELS = ("bert", "llama")
 RANKS, GLOBAL_BATCH, LENGTH, STEPS, LR = 2, 8, 12, 4, 1e-2
 #: a gradient or value this close to the single-process one counts as equal (float32 sums in
@@ -82,6 +90,19 @@ def add_adapters(model: torch.nn.Module) -> None:
     adaptkit.set_active_adapter(model, "task")
 
 
+def add_trained(model: torch.nn.Module, scenario: str) -> None:
+    """What trains in a scenario: the "task" adapter ("train"), or a fusion over both ("fusion")."""
+    add_adapters(model)
+    if scenario == "fusion":
+        adaptkit.add_fusion(model, FUSE)
+
+
+def objective(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """The loss, plus a fusion's value regularization (``model``: the unwrapped one)."""
+    regularization = adaptkit.fusion_regularization_loss(model)
+    return loss if regularization is None else loss + regularization
+
+
 def batch(rows: int, seed: int, vocab: int = TINY["vocab_size"]) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {"input_ids": torch.randint(3, vocab, (rows, LENGTH), generator=generator),
@@ -93,14 +114,14 @@ def trained_names(model: torch.nn.Module) -> list[str]:
 
 
 # -- the worker: one rank ---------------------------------------------------------------------
-def worker(engine: str, model_name: str, out: Path, steps: int) -> None:
+def worker(engine: str, model_name: str, out: Path, steps: int, scenario: str = "train") -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
     model = build_model(model_name)
-    add_adapters(model)
+    add_trained(model, scenario)
     vocab = model.config.vocab_size
     batches = [batch(GLOBAL_BATCH, seed=100 + step, vocab=vocab) for step in range(steps)]
     reference = reference_gradients(model, batches[0]) if rank == 0 else None
@@ -114,7 +135,7 @@ def worker(engine: str, model_name: str, out: Path, steps: int) -> None:
         for group in optimizer.param_groups:  # the first step at lr 1: its update is the gradient
             group["lr"] = 1.0 if step == 0 else LR
         started = time.perf_counter()
-        loss = wrapped(**mine).loss
+        loss = objective(model, wrapped(**mine).loss)
         step_fn(loss)
         grads = full_gradients(engine, wrapped, model) if step == 0 and engine != "fsdp1" else None
         optimizer_step(engine, wrapped, optimizer)
@@ -129,7 +150,10 @@ def worker(engine: str, model_name: str, out: Path, steps: int) -> None:
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
     rank_delta = max((g - gathered[0]).abs().max().item() for g in gathered)
-    if engine == "ddp":
+    if scenario == "fusion":
+        if rank == 0:  # whole parameters: the main process saves
+            adaptkit.save_fusion(model, out / "fusion", FUSE)
+    elif engine == "ddp":
         if rank == 0:  # DDP: the usual main-process-only save, of the wrapper
             adaptkit.save_adapter(wrapped, out / "adapter", "task")
     else:  # every rank: a sharded model's tensors are gathered by all, rank 0 writes
@@ -246,7 +270,7 @@ def reference_gradients(model: torch.nn.Module, data: dict) -> dict[str, torch.T
     import copy
 
     twin = copy.deepcopy(model).train()
-    twin(**data).loss.backward()
+    objective(twin, twin(**data).loss).backward()
     return {n: p.grad.detach().clone() for n, p in twin.named_parameters() if p.requires_grad}
 
 
@@ -368,20 +392,24 @@ def launch(engine: str, model_name: str, scenario: str, steps: int, out: Path) -
     return False, "\n".join([line for line in text.splitlines() if line.strip()][-8:])
 
 
-def run_case(engine: str, model_name: str, steps: int, work: Path) -> dict[str, Any]:
-    out = work / f"{engine}-{model_name}"
+def run_case(engine: str, model_name: str, steps: int, work: Path, scenario: str = "train") -> dict[str, Any]:
+    out = work / f"{engine}-{model_name}-{scenario}"
     started = time.perf_counter()
-    finished, error = launch(engine, model_name, "train", steps, out)
-    case: dict[str, Any] = {"engine": engine, "model": model_name, "steps": steps,
+    finished, error = launch(engine, model_name, scenario, steps, out)
+    case: dict[str, Any] = {"engine": engine, "model": model_name, "scenario": scenario, "steps": steps,
                             "wall_seconds": round(time.perf_counter() - started, 1)}
     if not finished:
         return {**case, "passed": False, "error": error}
     metrics = json.loads((out / "metrics.json").read_text())
     model = build_model(model_name)
     try:
-        adaptkit.load_adapter(model, out / "adapter")
+        if scenario == "fusion":  # the frozen adapters as the worker built them, then the saved fusion
+            add_adapters(model)
+            adaptkit.load_fusion(model, out / "fusion")
+        else:
+            adaptkit.load_adapter(model, out / "adapter")
     except Exception as exc:  # noqa: BLE001 - recorded as this case's failure
-        return {**case, **metrics, "passed": False, "error": f"loading the saved adapter: {exc}"}
+        return {**case, **metrics, "passed": False, "error": f"loading what the worker saved: {exc}"}
     with torch.no_grad():
         logits = model(input_ids=batch(4, seed=7, vocab=model.config.vocab_size)["input_ids"]).logits
     metrics["load_logits_max_delta"] = (logits - torch.load(out / "logits.pt")).abs().max().item()
@@ -417,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.scenario == "misuse":
                 misuse_worker(args.worker, args.model, args.out)
             else:
-                worker(args.worker, args.model, args.out, args.steps)
+                worker(args.worker, args.model, args.out, args.steps, args.scenario)
         except BaseException:  # the orchestrator reports the worker's own error, not torchrun's summary
             import traceback
 
@@ -430,18 +458,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown engine or model: {', '.join(unknown)}")
     cases, misuse = [], []
     load_before = os.getloadavg()[0]
-    grid = [(engine, model_name, args.steps) for engine in engines for model_name in models]
-    grid += [("fsdp2", "bert-base", 1)] if args.real_size else []
+    grid = [(engine, model_name, args.steps, "train") for engine in engines for model_name in models]
+    grid += [("fsdp2", "bert-base", 1, "train")] if args.real_size else []
+    grid += [(engine, "bert", args.steps, "fusion") for engine in engines if engine in FUSION_ENGINES]
     with tempfile.TemporaryDirectory() as work:
-        for engine, model_name, steps in grid:
+        for engine, model_name, steps, scenario in grid:
             reason = skip_reason(engine)
-            case = ({"engine": engine, "model": model_name, "skipped": reason} if reason
-                    else run_case(engine, model_name, steps, Path(work)))
+            case = ({"engine": engine, "model": model_name, "scenario": scenario, "skipped": reason} if reason
+                    else run_case(engine, model_name, steps, Path(work), scenario))
             cases.append(case)
             verdict = "skipped" if reason else ("pass" if case["passed"] else "FAIL")
-            print(f"{engine:18s} {model_name:10s} {verdict}  " + (reason or ", ".join(
+            print(f"{engine:18s} {model_name:10s} {scenario:7s} {verdict}  " + (reason or ", ".join(
                 f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in case.items()
-                if k not in ("engine", "model", "passed", "error"))), flush=True)
+                if k not in ("engine", "model", "scenario", "passed", "error"))), flush=True)
             if not reason and not case["passed"] and "error" in case:
                 print("    " + case["error"].replace("\n", "\n    "), flush=True)
         for engine in [e for e in engines if e in MISUSE_ENGINES]:

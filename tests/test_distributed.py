@@ -3,7 +3,8 @@ single-process pieces of saving from a sharded model.
 
 Each engine case trains 4 steps on 2 ranks (benchmarks/distributed.py's worker): the first step's
 gradients equal one process's on the whole batch within 1e-6, the ranks end identical, and the
-adapter saved there loads in this process to the worker's logits. The misuse cases check that
+adapter (or, in the fusion cases, the AdapterFusion) saved there loads in this process to the
+worker's logits. The misuse cases check that
 every wrong order is refused by name with the model left as it was, or works on every rank.
 """
 
@@ -33,6 +34,16 @@ def test_two_ranks_train_like_one_process_and_save_what_one_process_loads(engine
     assert case["passed"], case
     assert case["gradient_max_delta"] <= 1e-6 and case["rank_max_delta"] == 0.0
     assert case["load_logits_max_delta"] <= 1e-6 and case["trained_tensors"] == 28
+
+
+@pytest.mark.parametrize("engine", distributed.FUSION_ENGINES)
+def test_two_ranks_train_a_fusion_like_one_process_and_save_what_one_process_loads(engine, tmp_path):
+    """Only the fusion's layers and head copy train (4 sites x 5 tensors + the classifier), with
+    its value regularization in the loss; rank 0's save_fusion loads onto the same frozen adapters."""
+    case = distributed.run_case(engine, "bert", steps=3, work=tmp_path, scenario="fusion")
+    assert case["passed"], case
+    assert case["gradient_max_delta"] <= 1e-6 and case["rank_max_delta"] == 0.0
+    assert case["load_logits_max_delta"] <= 1e-6 and case["trained_tensors"] == 22
 
 
 @pytest.mark.parametrize("engine", distributed.MISUSE_ENGINES)

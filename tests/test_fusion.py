@@ -178,3 +178,29 @@ def test_a_damaged_fusion_record_restores_nothing(tmp_path):
     with pytest.raises(adaptkit.CheckpointError, match="damaged"):
         adaptkit.restore_adapters(fresh, tmp_path)
     assert not any(adaptkit.params.is_adaptkit_name(n) for n, _ in fresh.named_parameters())
+
+
+def test_a_model_with_a_fusion_and_an_active_composition_deep_copies_and_pickles_whole():
+    """Compositions are immutable: copies and pickles rebuild them from AdapterHub's dict form
+    (the default rebuild sets attributes, which they refuse; DDP references and torch.save need it)."""
+    import copy
+    import io
+    import pickle
+
+    from adaptkit import Average, Parallel
+    for block in (Fuse("sst2", "rte"), Stack("mrpc", Fuse("sst2", "rte")), Parallel("sst2", Stack("mrpc", "rte")),
+                  Average("sst2", "rte", weights=[0.3, 0.7])):
+        assert pickle.loads(pickle.dumps(block)) == block and copy.deepcopy(block) is block
+    model = with_adapters()
+    adaptkit.add_fusion(model, Fuse("sst2", "rte"))
+    train(model)
+    stack = Stack("mrpc", Fuse("sst2", "rte"))
+    adaptkit.set_active_adapter(model, stack)
+    inputs = tiny_inputs(model, batch=4)
+    expected = logits(model, inputs, stack)
+    twin = copy.deepcopy(model)
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    for other in (twin, torch.load(buffer, weights_only=False)):
+        assert adaptkit.active_adapter(other) == stack and torch.equal(logits(other, inputs, stack), expected)
