@@ -8,6 +8,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
@@ -445,3 +446,33 @@ def test_a_finished_adapter_run_keeps_its_adapter_beside_the_results_for_the_fus
     from glue_tasks.methods import fusion_source_names
     assert fusion_source_names([str(kept / source.slug)]) == [source.task]  # what the fusion run reads
     assert sorted(p.name for p in kept.iterdir()) == [source.slug]  # no staging folder left
+
+
+def test_the_fusion_report_pairs_each_fusion_with_its_targets_adapter_and_lists_what_is_missing(tmp_path):
+    """A fusion far better than the adapter on the same dev examples is a gain beyond the interval;
+    a target without its fusion is "not measured", and the runs not done are named."""
+    import fusion_report
+
+    rng = numpy.random.default_rng(0)
+    labels = rng.integers(0, 2, 300).tolist()
+    runs = {(r.task, r.method["name"], r.seed): r for r in sweep.PRESETS["fusion"]().runs}
+
+    def line(task, method, right):
+        predictions = [y if rng.random() < right else 1 - y for y in labels]
+        score = sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+        run = runs[(task, method, 1)]
+        return {"key": run.key, "task": task, "seed": 1, "method": run.method, "lr": run.lr, "result": {
+            "score": score, "seed": 1, "task": task, "lr": run.lr, "wall_seconds": 10.0,
+            "parameters": {"trainable": 1000 if method == "adapter" else 500, "total": 10**6},
+            "train_label_counts": {"a": 5, "b": 5},
+            "dev_predictions": {"validation": {"label": labels, "prediction": predictions}}}}
+
+    lines = [line("rte", "adapter", 0.5), line("rte", "fusion", 0.9), line("mrpc", "adapter", 0.8)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert fusion_report.main(["--results", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    rte, mrpc = summary["targets"]
+    assert rte["verdict"] == "gain" and rte["fusion_minus_adapter"]["low"] > 0
+    assert mrpc["verdict"] == "not measured" and mrpc["fusion"] is None
+    assert "mrpc-fusion-dynamic-5-lr5e-05-s1-e3" in summary["missing"] and len(summary["missing"]) == 18
+    assert "| RTE |" in (tmp_path / "summary.md").read_text()
