@@ -148,16 +148,21 @@ def test_a_fused_adapter_is_kept_until_its_fusion_goes():
     adaptkit.delete_adapter(model, "rte")
 
 
-def test_save_pretrained_restores_trained_fusions_and_the_active_composition(tmp_path):
-    """A save_pretrained folder brings back the adapters, the trained fusion (its layers and head
-    copy) and the active composition: the restored model computes exactly what was saved."""
+def trained_fusion_under_a_stack():
+    """A trained fusion active under a Stack: the model, the Stack, inputs and its logits there."""
     model = with_adapters()
     adaptkit.add_fusion(model, Fuse("sst2", "rte"))
     train(model)
     stack = Stack("mrpc", Fuse("sst2", "rte"))
     adaptkit.set_active_adapter(model, stack)
     inputs = tiny_inputs(model, batch=4)
-    expected = logits(model, inputs, stack)
+    return model, stack, inputs, logits(model, inputs, stack)
+
+
+def test_save_pretrained_restores_trained_fusions_and_the_active_composition(tmp_path):
+    """A save_pretrained folder brings back the adapters, the trained fusion (its layers and head
+    copy) and the active composition: the restored model computes exactly what was saved."""
+    model, stack, inputs, expected = trained_fusion_under_a_stack()
     model.save_pretrained(tmp_path)
     fresh = without_dropout(type(model).from_pretrained(tmp_path))
     assert sorted(adaptkit.restore_adapters(fresh, tmp_path)) == sorted(NAMES)
@@ -191,13 +196,7 @@ def test_a_model_with_a_fusion_and_an_active_composition_deep_copies_and_pickles
     for block in (Fuse("sst2", "rte"), Stack("mrpc", Fuse("sst2", "rte")), Parallel("sst2", Stack("mrpc", "rte")),
                   Average("sst2", "rte", weights=[0.3, 0.7])):
         assert pickle.loads(pickle.dumps(block)) == block and copy.deepcopy(block) is block
-    model = with_adapters()
-    adaptkit.add_fusion(model, Fuse("sst2", "rte"))
-    train(model)
-    stack = Stack("mrpc", Fuse("sst2", "rte"))
-    adaptkit.set_active_adapter(model, stack)
-    inputs = tiny_inputs(model, batch=4)
-    expected = logits(model, inputs, stack)
+    model, stack, inputs, expected = trained_fusion_under_a_stack()
     twin = copy.deepcopy(model)
     buffer = io.BytesIO()
     torch.save(model, buffer)
