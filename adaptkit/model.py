@@ -478,7 +478,8 @@ def apply_choices(model: nn.Module, state: AdapterState) -> None:
             "active": active, "placement_version": PLACEMENT_VERSION,
             "adapters": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites]}
                          for name, entry in state.adapters.items()},
-            "fusions": {name: {"config": entry.config.to_dict(), "sites": [vars(s) for s in entry.sites],
+            "fusions": {name: {"fuse": entry.block.to_dict(), "config": entry.config.to_dict(),
+                               "sites": [vars(s) for s in entry.sites],
                                "train_head": bool(entry.own_copies), "head": entry.head}
                         for name, entry in state.fusions.items()}})
 

@@ -21,7 +21,7 @@ from .fetch import local_folder
 from .fusion import insert_fusion, remove_fusion
 from .model import CONFIG_KEY, delete_adapter, insert_adapter, refuse_meta, set_active_adapter
 from .params import is_adaptkit_name
-from .routing import Fuse, composition_from_dict
+from .routing import composition_from_dict
 from .state import get_state
 from .targets import Site
 
@@ -51,10 +51,10 @@ def restore_adapters(model: nn.Module, directory: str | Path, revision: str | No
             sites = [Site(**site) for site in entry["sites"]]
             insert_adapter(model, config, name, activate=False, sites=sites, initialise=False)
             added.append(name)
-        for name, entry in record.get("fusions", {}).items():  # records before fusions have none
-            insert_fusion(model, get_state(model), Fuse(*name.split(",")), FusionConfig.from_dict(entry["config"]),
-                          [Site(**site) for site in entry["sites"]], entry["train_head"], initialise=False,
-                          head=entry["head"])
+        for entry in record.get("fusions", {}).values():  # records before fusions have none
+            insert_fusion(model, get_state(model), composition_from_dict(entry["fuse"]),
+                          FusionConfig.from_dict(entry["config"]), [Site(**site) for site in entry["sites"]],
+                          entry["train_head"], initialise=False, head=entry["head"])
         _copy_into(model, tensors, folder)
         active = record.get("active")
         if isinstance(active, dict):

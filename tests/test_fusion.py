@@ -166,7 +166,8 @@ def test_save_pretrained_restores_trained_fusions_and_the_active_composition(tmp
     model.save_pretrained(tmp_path)
     fresh = without_dropout(type(model).from_pretrained(tmp_path))
     assert sorted(adaptkit.restore_adapters(fresh, tmp_path)) == sorted(NAMES)
-    assert list(get_state(fresh).fusions) == ["sst2,rte"] and adaptkit.active_adapter(fresh) == stack
+    assert [f.block for f in get_state(fresh).fusions.values()] == [Fuse("sst2", "rte")]
+    assert adaptkit.active_adapter(fresh) == stack
     with torch.no_grad():
         assert torch.equal(fresh.eval()(**inputs).logits, expected)
     assert torch.equal(logits(fresh, inputs, Fuse("sst2", "rte")), logits(model, inputs, Fuse("sst2", "rte")))
