@@ -16,7 +16,7 @@ from .model import (  # noqa: E402
 from .pretrained import restore_adapters  # noqa: E402
 from .sharding import fsdp_auto_wrap_policy  # noqa: E402
 from .routing import Average, Fuse, Parallel, Stack  # noqa: E402
-from .fusion import add_fusion, delete_fusion, fusion_regularization_loss  # noqa: E402
+from .fusion import add_fusion, delete_fusion, fusion_regularization, fusion_regularization_loss  # noqa: E402
 from .fusion_checkpoint import load_fusion, save_fusion  # noqa: E402
 from .parallel_generate import generate_parallel  # noqa: E402
 from .counting import ParameterReport, count_parameters  # noqa: E402
@@ -24,7 +24,7 @@ from .targets import REGISTRY, Site, resolve_sites  # noqa: E402
 
 __all__ = [
     "AdapterConfig", "AdapterConfigError", "Average", "Fuse", "FusionConfig", "Parallel", "Stack",
-    "add_fusion", "delete_fusion", "fusion_regularization_loss", "load_fusion", "save_fusion", "AdapterError", "BaseModelMismatchError", "CheckpointError",
+    "add_fusion", "delete_fusion", "fusion_regularization", "fusion_regularization_loss", "load_fusion", "save_fusion", "AdapterError", "BaseModelMismatchError", "CheckpointError",
     "CONFIG_NAME", "ParameterReport", "REGISTRY", "Site", "TargetModuleError", "WEIGHTS_NAME",
     "active_adapter", "adapters_disabled", "add_adapter", "count_parameters", "delete_adapter",
     "fsdp_auto_wrap_policy", "generate_parallel", "list_adapters", "load_adapter", "load_adapterhub", "per_example_adapters", "push_adapter", "resolve_sites", "restore_adapters",

@@ -92,12 +92,13 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     return directory
 
 
-def adapter_tensor_names(name: str, entry: AdapterEntry) -> dict[str, str]:
-    """Each tensor of adapter ``name``: its key in the file -> its parameter's name in the model."""
+def adapter_tensor_names(name: str, entry: AdapterEntry, kind: str = "adapter") -> dict[str, str]:
+    """Each tensor of adapter (or, with ``kind="fusion"``, fusion) ``name``: its key in the file ->
+    its parameter's name in the model."""
     names = {}
     for site, module in entry.site_modules.items():
         for key in _own_keys(module):
-            names[f"adapter:{site}:{key}"] = _dotted(site, SLOT_ATTR, "adapters", name, key)
+            names[f"{kind}:{site}:{key}"] = _dotted(site, SLOT_ATTR, f"{kind}s", name, key)
     for owner, own in entry.own_copies.items():
         for key in _own_keys(own):
             names[f"task:{_dotted(owner, key)}"] = _dotted(owner, TASK_ATTR, "values", name, key)

@@ -9,11 +9,15 @@ under the same key. They run when the routing is a composition holding that ``Fu
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
 from .config import FusionConfig
-from .engines import refuse_sharded
+from .engines import refuse_sharded, sharded_by
 from .errors import AdapterError
 from .head import ClassificationHead, HeadSlot
 from .layer import TaskSlot, UninitialisedLinear
@@ -22,6 +26,57 @@ from .params import SLOT_ATTR
 from .routing import Fuse, fuses_in
 from .state import AdapterState, FusionEntry
 from .targets import HEAD, Site
+
+
+#: The open ``fusion_regularization()`` block's terms, keyed by value layer (None: no block open).
+_collected: contextvars.ContextVar[dict[int, torch.Tensor] | None] = contextvars.ContextVar(
+    "adaptkit_fusion_regularization", default=None)
+
+
+def value_regularization(weight: torch.Tensor) -> torch.Tensor:
+    """AdapterHub's pull of a value matrix towards the identity: ``0.01 · Σ (I − V)²``."""
+    return 0.01 * (torch.eye(weight.shape[0], device=weight.device, dtype=weight.dtype) - weight).pow(2).sum()
+
+
+class ValueLinear(UninitialisedLinear):
+    """A fusion's value matrix. Inside its own call, the one place every sharding engine holds its
+    weight whole, it also hands its regularization to an open ``fusion_regularization()`` block."""
+
+    def __init__(self, width: int, regularize: bool, device: torch.device | str, dtype: torch.dtype | None) -> None:
+        super().__init__(width, width, bias=False, device=device, dtype=dtype)
+        self.regularize = regularize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        collected = _collected.get()
+        if collected is not None and self.regularize and self.weight.requires_grad and torch.is_grad_enabled():
+            collected.setdefault(id(self), value_regularization(self.weight))
+        return super().forward(x)
+
+
+class CollectedRegularization:
+    """What a ``fusion_regularization()`` block gathered: ``total()`` to add to the loss."""
+
+    def __init__(self, terms: dict[int, torch.Tensor]) -> None:
+        self.terms = terms
+
+    def total(self) -> torch.Tensor:
+        """The sum over the value layers that ran and train (0 when none did)."""
+        return torch.stack(list(self.terms.values())).sum() if self.terms else torch.zeros(())
+
+
+@contextlib.contextmanager
+def fusion_regularization() -> Iterator[CollectedRegularization]:
+    """Collect the value regularization of the dynamic fusions that run and train inside the block,
+    each value layer once, computed inside its own call: it works on every engine, sharded ones
+    (FSDP, ZeRO-3) included, where ``fusion_regularization_loss`` cannot read the matrices.
+    ``with adaptkit.fusion_regularization() as reg: loss = model(**batch).loss``, then backpropagate
+    ``loss + reg.total()``. Per thread (a context variable)."""
+    collected = CollectedRegularization({})
+    token = _collected.set(collected.terms)
+    try:
+        yield collected
+    finally:
+        _collected.reset(token)
 
 
 class FusionLayer(nn.Module):
@@ -38,7 +93,7 @@ class FusionLayer(nn.Module):
             if getattr(config, name):
                 self.add_module(name, UninitialisedLinear(width, width, device=device, dtype=dtype))
         if config.value:
-            self.value = UninitialisedLinear(width, width, bias=False, device=device, dtype=dtype)
+            self.value = ValueLinear(width, config.regularization, device=device, dtype=dtype)
         if initialise:
             self.reset_parameters()
 
@@ -171,10 +226,16 @@ def remove_fusion(model: nn.Module, state: AdapterState, name: str) -> None:
 def fusion_regularization_loss(model: nn.Module) -> torch.Tensor | None:
     """AdapterHub's value-matrix regularization for the fusions that train and ask for it
     (``regularization=True``): ``0.01 · Σ (I − V)²`` over their layers; add it to the loss (AdapterHub's
-    trainer backpropagates it at each step). None when no such fusion trains."""
+    trainer backpropagates it at each step). None when no such fusion trains. It reads the matrices
+    whole, so on a sharded model collect it in the forward instead (``fusion_regularization``)."""
     state = _require_state(model)
-    terms = [0.01 * (torch.eye(layer.value.weight.shape[0], device=layer.value.weight.device,
-                               dtype=layer.value.weight.dtype) - layer.value.weight).pow(2).sum()
+    engine = sharded_by(model)
+    if engine is not None:
+        raise AdapterError(f"fusion_regularization_loss reads the value matrices whole, and {engine} keeps them "
+                           "sharded outside their layers' call: collect the regularization in the forward instead: "
+                           "`with adaptkit.fusion_regularization() as reg: loss = model(**batch).loss`, then "
+                           "backpropagate `loss + reg.total()`")
+    terms = [value_regularization(layer.value.weight)
              for entry in state.fusions.values() if entry.config.regularization and entry.config.value
              for layer in entry.site_modules.values() if layer.value.weight.requires_grad]
     return torch.stack(terms).sum() if terms else None

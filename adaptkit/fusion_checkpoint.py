@@ -23,17 +23,17 @@ from . import __version__
 from .adapterhub import (FUSION_CONFIG, HEAD_CONFIG, HEAD_WEIGHTS, LOCATIONS, SAFE_HEAD_WEIGHTS, _check_base,
                          _head_spec, _head_tensors, _load_tensors, _read_json, places)
 from .atomic import sha256_file
-from .checkpoint import (FUSION_CONFIG_NAME, FUSION_WEIGHTS_NAME, _read_tensors, check_fingerprint, check_structure,
-                         describe_base, write_checkpoint)
+from .checkpoint import (FUSION_CONFIG_NAME, FUSION_WEIGHTS_NAME, _read_tensors, adapter_tensor_names,
+                         check_fingerprint, check_structure, describe_base, write_checkpoint)
 from .config import AdapterConfig, FusionConfig
-from .engines import refuse_sharded
+from .engines import barrier_if, refuse_sharded, sharded_by, unwrap, whole_tensors, writes_here
 from .errors import AdapterError, AdapterConfigError, CheckpointError
 from .fusion import FusionLayer, fusion_sites, insert_fusion, remove_fusion
 from .head import ClassificationHead, refuse_beside_a_head
 from .install import copy_tensors
 from .model import _require_state, refuse_meta, set_active_adapter
 from .routing import Fuse, composition_from_dict
-from .state import AdapterState, get_state
+from .state import AdapterState
 from .targets import HEAD, Site
 
 FORMAT_VERSION = 1
@@ -41,40 +41,50 @@ AH_WEIGHTS, AH_SAFE_WEIGHTS = "pytorch_model_adapter_fusion.bin", "model_adapter
 _AH_KEY = re.compile(r"^(?:.*\.)?(?:encoder\.layer|h)\.(\d+)\.(.+)\.adapter_fusion_layer\.([^.]+)\.(.+)$")
 
 
-def adapter_hash(model: nn.Module, name: str) -> str:
-    """sha256 of an adapter's tensors (its bottlenecks, own head, LayerNorm and head copies) as
-    float32, keyed in order: equal exactly when the adapter computes the same."""
-    entry = get_state(model).adapters[name]
-    tensors = {f"adapter:{site}:{k}": v for site, m in entry.site_modules.items() for k, v in m.state_dict().items()}
-    tensors.update((f"task:{k}", v) for k, v in entry.task_values().items())
+def adapter_hash(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of an adapter's tensors (its bottlenecks, own head, LayerNorm and head copies, keyed
+    as in its file) as float32, in key order: equal exactly when the adapter computes the same."""
     digest = hashlib.sha256()
     for key in sorted(tensors):
         digest.update(key.encode())
-        digest.update(tensors[key].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        # a copy: numpy would pin a gathered tensor's storage, which FSDP frees afterwards
+        digest.update(tensors[key].detach().to("cpu", torch.float32, copy=True).contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
+def _adapter_tensors(state: AdapterState, name: str, tensor) -> dict[str, torch.Tensor]:
+    """Adapter ``name``'s tensors whole, keyed as in its file (``tensor``: from ``whole_tensors``)."""
+    return {key: tensor(param) for key, param in adapter_tensor_names(name, state.adapters[name]).items()}
+
+
 def save_fusion(model: nn.Module, directory: str | Path, block: Fuse | str) -> Path:
-    """Write fusion ``block`` (a ``Fuse`` or its name, "a,b") to ``directory`` in float32; returns it."""
+    """Write fusion ``block`` (a ``Fuse`` or its name, "a,b") to ``directory`` in float32; returns it.
+
+    On a sharded model (FSDP2, FSDP1 — pass the FSDP-wrapped model —, DeepSpeed ZeRO-3) saving
+    gathers the fusion's and the fused adapters' tensors: call it on every rank; rank 0 writes.
+    DDP, DeepSpeed and PEFT wrappers are looked through."""
+    outer, model = model, unwrap(model)
     state = _require_state(model)
     name = block.name if isinstance(block, Fuse) else block
     if name not in state.fusions:
         raise AdapterError(f"no fusion {name!r} to save; this model has: {', '.join(state.fusions) or 'none'}")
     refuse_meta(model)
-    refuse_sharded(model, "save a fusion (fusions are not gathered from shards yet: save it from a single "
-                          "process that loads the adapters and the fusion)")
     entry, directory = state.fusions[name], Path(directory)
-    tensors = {f"fusion:{site}:{k}": v for site, m in entry.site_modules.items() for k, v in m.state_dict().items()}
-    tensors.update((f"task:{k}", v) for k, v in entry.task_values().items())
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
-    write_checkpoint(directory, tensors, {
-        "format_version": FORMAT_VERSION, "adaptkit_version": __version__, "name": name,
-        "fuse": entry.block.to_dict(), "config": entry.config.to_dict(), "head": entry.head,
-        "train_head": bool(entry.own_copies),
-        "adapters": {n: adapter_hash(model, n) for n in entry.block.flatten()},
-        "sites": [{"name": s.name, "kind": s.kind, "width": s.width} for s in entry.sites],
-        "base_model": describe_base(model, state.base),
-    }, FUSION_WEIGHTS_NAME, FUSION_CONFIG_NAME)
+    engine = sharded_by(model)
+    with whole_tensors(model, outer, None, engine) as tensor:
+        tensors = {key: tensor(param) for key, param in adapter_tensor_names(name, entry, "fusion").items()}
+        tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
+        hashes = {n: adapter_hash(_adapter_tensors(state, n, tensor)) for n in entry.block.flatten()}
+        base_model = describe_base(model, state.base, tensor)
+    if writes_here(engine is not None):
+        write_checkpoint(directory, tensors, {
+            "format_version": FORMAT_VERSION, "adaptkit_version": __version__, "name": name,
+            "fuse": entry.block.to_dict(), "config": entry.config.to_dict(), "head": entry.head,
+            "train_head": bool(entry.own_copies), "adapters": hashes,
+            "sites": [{"name": s.name, "kind": s.kind, "width": s.width} for s in entry.sites],
+            "base_model": base_model,
+        }, FUSION_WEIGHTS_NAME, FUSION_CONFIG_NAME)
+    barrier_if(engine is not None)
     return directory
 
 
@@ -97,9 +107,11 @@ def load_fusion(model: nn.Module, directory: str | Path, activate: bool = True, 
         if name not in state.adapters:
             raise CheckpointError(f"fusion {directory} fuses adapter {name!r}, which this model lacks: load the adapters "
                                   f"it was trained with first ({', '.join(meta['adapters'])}), then the fusion")
-        if adapter_hash(model, name) != recorded:
+        with whole_tensors(model, model, None, None) as tensor:
+            found = adapter_hash(_adapter_tensors(state, name, tensor))
+        if found != recorded:
             raise CheckpointError(f"fusion {directory} was trained with another adapter {name!r} (its tensors' hash "
-                                  f"{recorded[:12]}…, this model's {adapter_hash(model, name)[:12]}…): load the "
+                                  f"{recorded[:12]}…, this model's {found[:12]}…): load the "
                                   "adapter the fusion was trained with")
     sites = [Site(**s) for s in meta["sites"]]
     tensors = _read_tensors(directory / FUSION_WEIGHTS_NAME)

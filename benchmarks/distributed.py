@@ -11,9 +11,9 @@ Checked per case:
   the same base gives the worker's logits (max |Δ|);
 - time per step (after the first).
 
-The fusion cases (DDP, ZeRO-2: the engines that keep whole parameters) train an AdapterFusion over
-the two adapters instead (its layers and head copy, with its value regularization in the loss)
-and make the same three checks, saving with ``save_fusion`` from rank 0.
+The fusion cases (every engine) train an AdapterFusion over the two adapters instead (its layers
+and head copy, with its value regularization collected in the forward, where sharded engines hold
+the value matrices whole) and make the same three checks, saving with ``save_fusion``.
 
 An engine that cannot run here (DeepSpeed not installed) is recorded as skipped with the reason.
 The misuse cases (DDP, FSDP2, ZeRO-3) check that each wrong order is refused by name, the model
@@ -52,9 +52,6 @@ from benchmarks.real_size_configs import MODELS as REAL_SIZE_MODELS  # noqa: E40
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "distributed.json"
 ENGINES = ("ddp", "fsdp2", "fsdp1", "fsdp1-orig-params", "zero2", "zero3")
-#: engines that keep whole parameters: a fusion trains there and rank 0 saves it (on sharded
-#: models adding or saving a fusion is refused by name)
-FUSION_ENGINES = ("ddp", "zero2")
 FUSE = adaptkit.Fuse("task", "other")
 MODELS = ("bert", "llama")
 RANKS, GLOBAL_BATCH, LENGTH, STEPS, LR = 2, 8, 12, 4, 1e-2
@@ -97,10 +94,12 @@ def add_trained(model: torch.nn.Module, scenario: str) -> None:
         adaptkit.add_fusion(model, FUSE)
 
 
-def objective(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    """The loss, plus a fusion's value regularization (``model``: the unwrapped one)."""
-    regularization = adaptkit.fusion_regularization_loss(model)
-    return loss if regularization is None else loss + regularization
+def objective(model: torch.nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's loss, plus a fusion's value regularization, collected inside the value layers'
+    own calls (0 when no fusion trains)."""
+    with adaptkit.fusion_regularization() as regularization:
+        loss = model(**data).loss
+    return loss + regularization.total()
 
 
 def batch(rows: int, seed: int, vocab: int = TINY["vocab_size"]) -> dict[str, torch.Tensor]:
@@ -135,7 +134,7 @@ def worker(engine: str, model_name: str, out: Path, steps: int, scenario: str = 
         for group in optimizer.param_groups:  # the first step at lr 1: its update is the gradient
             group["lr"] = 1.0 if step == 0 else LR
         started = time.perf_counter()
-        loss = objective(model, wrapped(**mine).loss)
+        loss = objective(wrapped, mine)
         step_fn(loss)
         grads = full_gradients(engine, wrapped, model) if step == 0 and engine != "fsdp1" else None
         optimizer_step(engine, wrapped, optimizer)
@@ -150,14 +149,11 @@ def worker(engine: str, model_name: str, out: Path, steps: int, scenario: str = 
     gathered = [torch.empty_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
     rank_delta = max((g - gathered[0]).abs().max().item() for g in gathered)
-    if scenario == "fusion":
-        if rank == 0:  # whole parameters: the main process saves
-            adaptkit.save_fusion(model, out / "fusion", FUSE)
-    elif engine == "ddp":
-        if rank == 0:  # DDP: the usual main-process-only save, of the wrapper
+    if rank == 0 or adaptkit.engines.sharded_by(model):  # whole parameters: the usual main-process-only save;
+        if scenario == "fusion":                           # sharded: every rank gathers, rank 0 writes
+            adaptkit.save_fusion(wrapped, out / "fusion", FUSE)
+        else:
             adaptkit.save_adapter(wrapped, out / "adapter", "task")
-    else:  # every rank: a sharded model's tensors are gathered by all, rank 0 writes
-        adaptkit.save_adapter(wrapped, out / "adapter", "task")
     wrapped.eval()
     with torch.no_grad():
         logits = wrapped(input_ids=batch(4, seed=7, vocab=vocab)["input_ids"]).logits
@@ -270,7 +266,7 @@ def reference_gradients(model: torch.nn.Module, data: dict) -> dict[str, torch.T
     import copy
 
     twin = copy.deepcopy(model).train()
-    objective(twin, twin(**data).loss).backward()
+    objective(twin, data).backward()
     return {n: p.grad.detach().clone() for n, p in twin.named_parameters() if p.requires_grad}
 
 
@@ -410,8 +406,13 @@ def run_case(engine: str, model_name: str, steps: int, work: Path, scenario: str
             adaptkit.load_adapter(model, out / "adapter")
     except Exception as exc:  # noqa: BLE001 - recorded as this case's failure
         return {**case, **metrics, "passed": False, "error": f"loading what the worker saved: {exc}"}
-    with torch.no_grad():
-        logits = model(input_ids=batch(4, seed=7, vocab=model.config.vocab_size)["input_ids"]).logits
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the same summation order, whatever the machine's load
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=batch(4, seed=7, vocab=model.config.vocab_size)["input_ids"]).logits
+    finally:
+        torch.set_num_threads(threads)
     metrics["load_logits_max_delta"] = (logits - torch.load(out / "logits.pt")).abs().max().item()
     passed = (metrics["gradient_max_delta"] <= TOLERANCE and metrics["rank_max_delta"] == 0.0
               and metrics["load_logits_max_delta"] <= TOLERANCE)
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     grid = [(engine, model_name, args.steps, "train") for engine in engines for model_name in models]
     grid += [("fsdp2", "bert-base", 1, "train")] if args.real_size else []
-    grid += [(engine, "bert", args.steps, "fusion") for engine in engines if engine in FUSION_ENGINES]
+    grid += [(engine, "bert", args.steps, "fusion") for engine in engines]
     with tempfile.TemporaryDirectory() as work:
         for engine, model_name, steps, scenario in grid:
             reason = skip_reason(engine)

@@ -24,7 +24,7 @@ from torch import nn
 
 import adaptkit
 from adaptkit.atomic import atomic_path, replaced_folder
-from adaptkit.engines import local_tensor
+from adaptkit.engines import local_tensor, unwrap
 from adaptkit.state import get_state
 
 from .resume import STATE_FILE
@@ -73,7 +73,7 @@ def save_trained(model: nn.Module, method: str, output_dir: Path, save_full: boo
         model.save_pretrained(output_dir / "lora")
         return "lora"
     if method == "fusion":  # the fused adapters too: the folder loads on its own
-        (entry,) = get_state(model).fusions.values()
+        (entry,) = get_state(unwrap(model)).fusions.values()
         for name in entry.block.flatten():
             adaptkit.save_adapter(model, output_dir / "fusion" / "adapters" / name, name)
         adaptkit.save_fusion(model, output_dir / "fusion" / "fusion", entry.block)

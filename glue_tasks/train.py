@@ -431,8 +431,9 @@ class TrainingLoop:
     def _step(self, batch: dict, progress: Progress, epoch: int) -> float:
         with self.accelerator.accumulate(self.model):
             labels = batch.pop("labels")
-            loss = self.loss_fn(self.model(**batch).logits, labels)
-            objective = loss + self._fusion_regularization()
+            with adaptkit.fusion_regularization() as regularization:  # AdapterFusion's, collected where it runs
+                loss = self.loss_fn(self.model(**batch).logits, labels)
+            objective = loss + regularization.total()
             if not torch.isfinite(objective):
                 raise DivergenceError(
                     f"the loss became {objective.item()} at epoch {epoch}, step {progress.step + 1} (learning rate "
@@ -443,14 +444,6 @@ class TrainingLoop:
             self.scheduler.step()
             self.optimizer.zero_grad()
         return loss.item()
-
-    def _fusion_regularization(self) -> torch.Tensor | float:
-        """AdapterFusion's pull of its value matrices towards the identity (the dynamic preset asks
-        for it; AdapterHub's trainer adds it at every step), 0 for other methods."""
-        if self.cfg.method.name != "fusion":
-            return 0.0
-        regularization = adaptkit.fusion_regularization_loss(self.accelerator.unwrap_model(self.model))
-        return 0.0 if regularization is None else regularization
 
 
 class Interrupted(Exception):
@@ -533,9 +526,9 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, output_dir: Path) -> dict
     # A sharded model's adapter is gathered by every rank (rank 0 writes); a replicated one is
     # saved by the main process alone.
     sharded = sharded_by(accelerator.unwrap_model(model))
-    if sharded and cfg.method.name != "adapter":
+    if sharded and cfg.method.name not in ("adapter", "fusion"):
         raise RunError(f"--method {cfg.method.name} cannot save its weights from a model sharded by {sharded}: "
-                       "shard only adapter runs (--method adapter), or run this method with DDP")
+                       "shard only adapter and fusion runs (--method adapter or fusion), or run this method with DDP")
     saves = accelerator.is_main_process or sharded is not None
     log = accelerator.print
     log(f"{task.name} · {task_kind(task)} · {cfg.method.label()} · {parameters.trainable_count:,} trainable "

@@ -36,10 +36,11 @@ def test_two_ranks_train_like_one_process_and_save_what_one_process_loads(engine
     assert case["load_logits_max_delta"] <= 1e-6 and case["trained_tensors"] == 28
 
 
-@pytest.mark.parametrize("engine", distributed.FUSION_ENGINES)
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2", "fsdp1", "zero2", "zero3"])
 def test_two_ranks_train_a_fusion_like_one_process_and_save_what_one_process_loads(engine, tmp_path):
     """Only the fusion's layers and head copy train (4 sites x 5 tensors + the classifier), with
-    its value regularization in the loss; rank 0's save_fusion loads onto the same frozen adapters."""
+    its value regularization collected in the forward (sharded engines hold the value matrices
+    whole only there); save_fusion (gathered on sharded engines) loads onto the same frozen adapters."""
     case = distributed.run_case(engine, "bert", steps=3, work=tmp_path, scenario="fusion")
     assert case["passed"], case
     assert case["gradient_max_delta"] <= 1e-6 and case["rank_max_delta"] == 0.0
@@ -60,31 +61,41 @@ def test_bert_base_under_fsdp2_trains_a_step_and_saves_what_one_process_loads(tm
     assert case["trained_tensors"] == 148 and case["load_logits_max_delta"] <= 1e-6
 
 
-def test_the_cli_under_deepspeed_zero3_writes_the_files_of_a_single_process_run(tmp_path):
+@pytest.mark.parametrize("method", ["adapter", "fusion"])
+def test_the_cli_under_deepspeed_zero3_writes_the_files_of_a_single_process_run(method, tmp_path):
     """``adaptkit-glue train`` under torchrun with the committed DeepSpeed config, through
-    accelerate: every rank gathers the adapter, rank 0 writes the same files as one process."""
+    accelerate: every rank gathers the adapter (or the fusion over two finished adapter runs, and
+    its adapters), rank 0 writes the same files as one process."""
     from glue_run_fixtures import write_rte, write_tiny_model
 
     model_dir, data = write_tiny_model(tmp_path / "model"), write_rte(tmp_path / "glue", test=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "ACCELERATE_USE_DEEPSPEED": "true",
            "ACCELERATE_DEEPSPEED_CONFIG_FILE": str(ROOT / "docs" / "accelerate" / "deepspeed-zero3.json")}
+    plain_env = {k: v for k, v in env.items() if not k.startswith("ACCELERATE_")}
     args = ["train", "--task", "rte", "--model", str(model_dir), "--data-dir", str(data), "--epochs", "2",
             "--batch-size", "8"]
+    if method == "fusion":
+        sources = [str(tmp_path / f"source-{seed}") for seed in (1, 2)]
+        for seed, source in zip((1, 2), sources):
+            done = subprocess.run([sys.executable, "-m", "glue_tasks", *args, "--seed", str(seed), "--output-dir", source,
+                                   "--freeze-layernorms"], env=plain_env, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
+        args += ["--method", "fusion", "--fusion-sources", *sources]
     sharded, single = tmp_path / "zero3", tmp_path / "single"
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            str(distributed.free_port()), "-m", "glue_tasks", *args, "--output-dir", str(sharded)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    plain_env = {k: v for k, v in env.items() if not k.startswith("ACCELERATE_")}
     done = subprocess.run([sys.executable, "-m", "glue_tasks", *args, "--output-dir", str(single)],
                           env=plain_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((sharded / "results.json").read_text())["num_processes"] == 2
     files = sorted(str(p.relative_to(sharded)) for p in sharded.rglob("*"))
     assert files == sorted(str(p.relative_to(single)) for p in single.rglob("*"))
-    ours, theirs = (load_file(d / "adapter" / adaptkit.WEIGHTS_NAME) for d in (sharded, single))
-    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    weights = "adapter/" + adaptkit.WEIGHTS_NAME if method == "adapter" else "fusion/fusion/fusion_model.safetensors"
+    ours, theirs = (load_file(d / weights) for d in (sharded, single))
+    assert ours and {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
     done = subprocess.run([sys.executable, "-m", "glue_tasks", "eval", "--run-dir", str(sharded)],
                           env=plain_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -76,6 +76,51 @@ def test_static_fusion_has_no_value_matrix_and_no_regularization():
     assert adaptkit.fusion_regularization_loss(model) is None
 
 
+def test_the_regularization_collected_in_the_forward_equals_the_one_read_after_it():
+    """``fusion_regularization()`` gathers each value layer's term inside its own call (where
+    sharding engines hold it whole): the same value and gradients as ``fusion_regularization_loss``;
+    nothing without grad, for a frozen fusion, or from a forward in another thread."""
+    import threading
+
+    model = with_adapters()
+    adaptkit.add_fusion(model, Fuse(*NAMES))
+    inputs = tiny_inputs(model, batch=4)
+    train(model, steps=2)  # the value matrices leave the identity
+    model.train()
+    with adaptkit.fusion_regularization() as collected:
+        model(**inputs)
+    read = adaptkit.fusion_regularization_loss(model)
+    assert len(collected.terms) == 2 and read.item() > 1e-6
+    assert torch.allclose(collected.total(), read, rtol=1e-6, atol=0)
+    values = [layer.value.weight for layer in get_state(model).fusions["sst2,mrpc,rte"].site_modules.values()]
+    assert all(torch.allclose(a, b) for a, b in zip(torch.autograd.grad(collected.total(), values),
+                                                    torch.autograd.grad(read, values)))
+    model.activation_checkpointing_enable()  # transformers 5's default, non-reentrant: the same terms
+    with adaptkit.fusion_regularization() as checkpointed:
+        model(**inputs).logits.sum().backward()
+    assert len(checkpointed.terms) == 2 and torch.allclose(checkpointed.total(), read, rtol=1e-6, atol=0)
+    model.activation_checkpointing_disable()
+    with adaptkit.fusion_regularization() as collected:
+        other = threading.Thread(target=model, kwargs=inputs)
+        other.start()
+        other.join()
+        assert collected.terms == {}  # another thread's forward adds nothing here
+        with torch.no_grad():
+            model(**inputs)
+        assert collected.terms == {} and collected.total().item() == 0.0
+        adaptkit.set_trainable_adapters(model, ["sst2"])  # the fusion frozen
+        model(**inputs)
+    assert collected.terms == {}
+
+
+def test_reading_the_regularization_on_a_sharded_model_is_refused_naming_the_collected_one(monkeypatch):
+    model = with_adapters()
+    adaptkit.add_fusion(model, Fuse(*NAMES))
+    monkeypatch.setattr("adaptkit.fusion.sharded_by", lambda model: "DeepSpeed ZeRO-3")
+    with pytest.raises(adaptkit.AdapterError, match=r"ZeRO-3 keeps them sharded.*adaptkit.fusion_regularization\(\)"):
+        adaptkit.fusion_regularization_loss(model)
+
+
 def test_fusion_config_refuses_temperature_by_name():
     with pytest.raises(adaptkit.AdapterConfigError, match="temperature"):
         FusionConfig(temperature=True)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import adaptkit
+from adaptkit.fusion import CollectedRegularization
 from glue_run_fixtures import write_rte, write_stsb, write_tiny_model
 from glue_tasks.cli import _train_config, build_parser, main
 from glue_tasks.losses import TaskLoss
@@ -112,25 +113,28 @@ def test_a_fusion_run_fuses_finished_adapter_runs_and_reproduces_its_score(tiny_
     """Two source runs (the second on STS-B's data), then AdapterFusion over them on RTE: only the
     fusion and its head copy train, with the dynamic preset's value regularization in the loss at
     every step (not in the source runs'); the run's folder holds the adapters too, and eval reproduces."""
-    regularizations, unrecorded = [], adaptkit.fusion_regularization_loss
+    regularizations, unrecorded = [], CollectedRegularization.total
 
-    def recorded(model):
-        value = unrecorded(model)
-        regularizations.append(value.item())
+    def recorded(self):
+        value = unrecorded(self)
+        regularizations.append((len(self.terms), value.item()))
         return value
-    monkeypatch.setattr(adaptkit, "fusion_regularization_loss", recorded)
+    monkeypatch.setattr(CollectedRegularization, "total", recorded)
     sources = [tmp_path / "rte-source", tmp_path / "stsb-source"]
     assert main(train_args(tiny_model_dir, rte_dir, sources[0], "--epochs", "1", "--freeze-layernorms")) == 0
     stsb = write_stsb(tmp_path / "glue")
     assert main(["train", "--task", "stsb", "--model", str(tiny_model_dir), "--data-dir", str(stsb),
                  "--output-dir", str(sources[1]), "--epochs", "1", "--batch-size", "8", "--freeze-layernorms"]) == 0
+    assert regularizations and all(r == (0, 0.0) for r in regularizations)  # nothing in the source runs
+    regularizations.clear()
     out = tmp_path / "fusion"
     assert main(train_args(tiny_model_dir, rte_dir, out, "--epochs", "1", "--method", "fusion",
                            "--fusion-sources", *map(str, sources), "--lr", "1e-3")) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["label"] == "fusion-dynamic-2"
     assert len(regularizations) == results["schedule"]["steps"]
-    assert regularizations[0] < 1e-6 < regularizations[-1]  # the value matrices start at the identity, then move
+    assert {terms for terms, _ in regularizations} == {4}  # each step: the value layers at 2 sites x 2 blocks
+    assert regularizations[0][1] < 1e-6 < regularizations[-1][1]  # the value matrices start at the identity, then move
     model = apply_method(load_base_model(str(tiny_model_dir), get_task("rte")),
                          MethodSpec("fusion", fusion_sources=[str(s) for s in sources]))
     assert all(".fusions.rte,stsb." in n or ".adaptkit_task.values.rte,stsb." in n for n in trainable_names(model))
