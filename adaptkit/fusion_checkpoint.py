@@ -41,20 +41,16 @@ AH_WEIGHTS, AH_SAFE_WEIGHTS = "pytorch_model_adapter_fusion.bin", "model_adapter
 _AH_KEY = re.compile(r"^(?:.*\.)?(?:encoder\.layer|h)\.(\d+)\.(.+)\.adapter_fusion_layer\.([^.]+)\.(.+)$")
 
 
-def adapter_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 of an adapter's tensors (its bottlenecks, own head, LayerNorm and head copies, keyed
-    as in its file) as float32, in key order: equal exactly when the adapter computes the same."""
+def adapter_hash(state: AdapterState, name: str, tensor) -> str:
+    """sha256 of adapter ``name``'s tensors (its bottlenecks, own head, LayerNorm and head copies,
+    keyed as in its file; ``tensor``: from ``whole_tensors``) as float32, in key order: equal
+    exactly when the adapter computes the same."""
     digest = hashlib.sha256()
-    for key in sorted(tensors):
+    for key, param in sorted(adapter_tensor_names(name, state.adapters[name]).items()):
         digest.update(key.encode())
         # a copy: numpy would pin a gathered tensor's storage, which FSDP frees afterwards
-        digest.update(tensors[key].detach().to("cpu", torch.float32, copy=True).contiguous().numpy().tobytes())
+        digest.update(tensor(param).detach().to("cpu", torch.float32, copy=True).contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _adapter_tensors(state: AdapterState, name: str, tensor) -> dict[str, torch.Tensor]:
-    """Adapter ``name``'s tensors whole, keyed as in its file (``tensor``: from ``whole_tensors``)."""
-    return {key: tensor(param) for key, param in adapter_tensor_names(name, state.adapters[name]).items()}
 
 
 def save_fusion(model: nn.Module, directory: str | Path, block: Fuse | str) -> Path:
@@ -74,7 +70,7 @@ def save_fusion(model: nn.Module, directory: str | Path, block: Fuse | str) -> P
     with whole_tensors(model, outer, None, engine) as tensor:
         tensors = {key: tensor(param) for key, param in adapter_tensor_names(name, entry, "fusion").items()}
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
-        hashes = {n: adapter_hash(_adapter_tensors(state, n, tensor)) for n in entry.block.flatten()}
+        hashes = {n: adapter_hash(state, n, tensor) for n in entry.block.flatten()}
         base_model = describe_base(model, state.base, tensor)
     if writes_here(engine is not None):
         write_checkpoint(directory, tensors, {
@@ -103,16 +99,17 @@ def load_fusion(model: nn.Module, directory: str | Path, activate: bool = True, 
     block = _fuse_of(meta, directory)
     check_structure(model, meta["base_model"], directory)
     check_fingerprint(model, meta["base_model"], directory)
-    for name, recorded in meta["adapters"].items():
-        if name not in state.adapters:
-            raise CheckpointError(f"fusion {directory} fuses adapter {name!r}, which this model lacks: load the adapters "
-                                  f"it was trained with first ({', '.join(meta['adapters'])}), then the fusion")
-        with whole_tensors(model, model, None, None) as tensor:
-            found = adapter_hash(_adapter_tensors(state, name, tensor))
-        if found != recorded:
-            raise CheckpointError(f"fusion {directory} was trained with another adapter {name!r} (its tensors' hash "
-                                  f"{recorded[:12]}…, this model's {found[:12]}…): load the "
-                                  "adapter the fusion was trained with")
+    with whole_tensors(model, model, None, None) as tensor:  # not sharded: refused above
+        for name, recorded in meta["adapters"].items():
+            if name not in state.adapters:
+                raise CheckpointError(f"fusion {directory} fuses adapter {name!r}, which this model lacks: load the "
+                                      f"adapters it was trained with first ({', '.join(meta['adapters'])}), then the "
+                                      "fusion")
+            found = adapter_hash(state, name, tensor)
+            if found != recorded:
+                raise CheckpointError(f"fusion {directory} was trained with another adapter {name!r} (its tensors' "
+                                      f"hash {recorded[:12]}…, this model's {found[:12]}…): load the adapter the "
+                                      "fusion was trained with")
     sites = [Site(**s) for s in meta["sites"]]
     tensors = _read_tensors(directory / FUSION_WEIGHTS_NAME)
     head = meta.get("head")
