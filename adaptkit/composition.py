@@ -56,7 +56,7 @@ def run(site: Site, block: Composition, hidden: torch.Tensor) -> torch.Tensor | 
         return None
     state = _BLOCKS[type(block)](site, block, State(hidden, hidden), 0)
     if state.normalised:  # AdapterHub's post_forward: LN(hidden + x)
-        _refuse_shift(site, block, "the last adapter's output would be normalised again with the residual")
+        _refuse_shift(block, "the last adapter's output would be normalised again with the residual")
     return site.norm(state.hidden) if site.norm is not None else state.hidden
 
 
@@ -66,7 +66,7 @@ def _pre_forward(site: Site, state: State, block: Composition) -> tuple[State, t
     if not site.sums:
         return replace(state, residual=state.hidden), state.hidden
     if state.normalised:
-        _refuse_shift(site, block, "a Stack inside a Fuse, Parallel or Average normalises the state twice")
+        _refuse_shift(block, "a Stack inside a Fuse, Parallel or Average normalises the state twice")
     hidden = site.norm(state.hidden) if site.norm is not None else state.hidden
     return replace(state, hidden=hidden, residual=state.hidden, normalised=True), hidden
 
@@ -103,7 +103,7 @@ def _fuse(site: Site, block: Fuse, state: State, level: int) -> State:
                            f"{block!r}) (or load_fusion) before routing to it")
     layer = site.fusions[block.name]
     if site.sums and (layer.config.residual_before or layer.config.query_before_ln):
-        _refuse_shift(site, block, "its fusion config reads the feed-forward output before the residual is added "
+        _refuse_shift(block, "its fusion config reads the feed-forward output before the residual is added "
                       "(residual_before / query_before_ln)")
     ups = torch.stack([s.up for s in outputs], dim=2)  # batch, tokens, adapters, features
     fused = layer(query, ups, state.residual)
@@ -125,7 +125,7 @@ def _parallel(site: Site, block: Parallel, state: State, level: int) -> State:
                       None, state.last, state.normalised)
         parts.append(_child(site, child, piece, level) or piece)
     if len({p.normalised for p in parts}) > 1:
-        _refuse_shift(site, block, "a child absent from this site would leave its rows normalised")
+        _refuse_shift(block, "a child absent from this site would leave its rows normalised")
     return State(torch.cat([p.hidden for p in parts]), torch.cat([p.residual for p in parts]), None,
                  parts[-1].last, parts[0].normalised)
 
@@ -138,14 +138,22 @@ def _average(site: Site, block: Average, state: State, level: int) -> State:
         missing = [c for c, o in zip(block.children, outputs) if o is None]
         raise AdapterError(f"{block!r}: {missing!r} have no adapter at this site; AdapterHub's Average needs every "
                            "child at each site it averages (add the adapters with the same placement and layers)")
-    scale = sum(block.weights) / len(block.weights)
-    if site.sums and abs(scale - 1.0) > 1e-12:
-        _refuse_shift(site, block, f"AdapterHub's Average scales the residual by Σw/n = {scale:g}")
+    if site.sums and scales_residual(block):
+        refuse_scaled_average(block)
     hidden = sum(w * o.hidden for w, o in zip(block.weights, outputs)) / len(outputs)
     return replace(state, hidden=hidden, up=None, last=outputs[-1].last, normalised=False)
 
 
-def _refuse_shift(site: Site, block: Composition, why: str) -> None:
+def scales_residual(block: Average) -> bool:
+    """AdapterHub's Average multiplies the residual by Σw/n, which is not 1 for every weighting."""
+    return abs(sum(block.weights) / len(block.weights) - 1.0) > 1e-12
+
+
+def refuse_scaled_average(block: Average) -> None:
+    _refuse_shift(block, f"AdapterHub's Average scales the residual by Σw/n = {sum(block.weights) / len(block.weights):g}")
+
+
+def _refuse_shift(block: Composition, why: str) -> None:
     raise AdapterError(
         f"{block!r} cannot run on adapters placed 'pfeiffer' (AdapterHub's SeqBn): {why}, which needs the "
         "feed-forward output and its residual apart, and adaptkit's SeqBn site sees only their sum. Use "

@@ -20,13 +20,14 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache
 
+from . import composition
 from .config import PLACEMENT_VERSION, AdapterConfig
 from .engines import refuse_sharded, reshard
 from .errors import AdapterError
 from .head import ClassificationHead, HeadSlot
 from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, RoutedForward, SumSlot, TaskSlot, repeat_rows
 from .params import SLOT_ATTR, TASK_ATTR, BaseParameters, base_parameters
-from .routing import Composition, Fuse, Routing, RowGroups, fuses_in, routed_names
+from .routing import Average, Composition, Fuse, Routing, RowGroups, fuses_in, routed_names
 from .state import STATE_ATTR, AdapterEntry, AdapterState, get_state, in_backward
 from .targets import HEAD, SEQ_POST_LN, SEQ_PRE_LN, Site, norms_below_adapters, resolve_sites
 
@@ -78,10 +79,32 @@ def check_composition(model: nn.Module, state: AdapterState, block: Composition)
                            "sit on different modules. Compose adapters added with one placement")
     missing = [f for f in fuses_in(block) if f.name not in state.fusions]
     if missing:
-        raise AdapterError(f"{missing[0]!r} has no fusion layers on this model: add them with "
-                           f"adaptkit.add_fusion(model, {missing[0]!r}) or load them with adaptkit.load_fusion")
+        reordered = [name for name in state.fusions if sorted(name.split(",")) == sorted(missing[0].name.split(","))]
+        raise AdapterError(f"{missing[0]!r} has no fusion layers on this model"
+                           + (f"; fusion {reordered[0]!r} fuses the same adapters in another order, and the order "
+                              "counts (it is the fusion's name): route that one" if reordered else "")
+                           + f"; or add them with adaptkit.add_fusion(model, {missing[0]!r}) or load them with "
+                           "adaptkit.load_fusion")
+    _refuse_scaled_average_on_sums(state, block)
     if block.channels > 1:
         _refuse_sequence_first(model, state, "Parallel")
+
+
+def _refuse_scaled_average_on_sums(state: AdapterState, block: Composition) -> None:
+    """Before any forward: an Average whose weights scale the residual cannot run where the slot sees
+    the sub-layer's output and residual summed (``composition._average`` checks again per site)."""
+    for average in (b for b in _blocks_in(block) if isinstance(b, Average)):
+        summing = any(SLOT_CLASSES.get(site.kind, AdapterSlot).sums
+                      for name in average.flatten() for site in state.adapters[name].sites)
+        if summing and composition.scales_residual(average):
+            composition.refuse_scaled_average(average)
+
+
+def _blocks_in(block: Composition) -> Iterator[Composition]:
+    yield block
+    for child in block.children:
+        if isinstance(child, Composition):
+            yield from _blocks_in(child)
 
 
 def add_adapter(model: nn.Module, config: AdapterConfig | None = None, name: str = "default",

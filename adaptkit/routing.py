@@ -140,6 +140,14 @@ class Fuse(Composition):
 
     __slots__ = ()
 
+    def __init__(self, *children: Union[str, Composition]) -> None:
+        super().__init__(*children)
+        names = [c if isinstance(c, str) else c.last() for c in children]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise AdapterError(f"Fuse{tuple(names)!r} fuses {twice[0]!r} twice: the attention would weigh one "
+                               "adapter's output as two; name each adapter once")
+
     @property
     def name(self) -> str:
         """AdapterHub's name of the fusion: the children's last adapters, joined by commas."""
@@ -176,7 +184,10 @@ class Average(Composition):
                 raise AdapterError(f"Average of {len(children)} children takes {len(children)} numeric weights, "
                                    f"got {weights!r}")
             if normalize_weights:
-                total = sum(weights) or 1
+                total = sum(weights)
+                if total == 0:
+                    raise AdapterError(f"Average weights {weights!r} sum to 0 and cannot be normalised to sum 1; "
+                                       "pass weights with a non-zero sum, or normalize_weights=False to use them as given")
                 weights = [w / total for w in weights]
         object.__setattr__(self, "weights", tuple(float(w) for w in weights))
 

@@ -282,6 +282,18 @@ def test_seq_bn_steps_that_need_the_residual_apart_are_refused(block, config, ma
         run(model, tiny_inputs(model), block)
 
 
+def test_a_seq_bn_average_that_scales_the_residual_is_refused_before_any_forward():
+    model = model_with("pfeiffer")
+    scaled, unit = Average("a", Stack("b", "c"), weights=[1, 3]), Average("a", "b", weights=[1, 1], normalize_weights=False)
+    for enter in (lambda: adaptkit.set_active_adapter(model, scaled), lambda: adaptkit.using(model, scaled).__enter__(),
+                  lambda: adaptkit.per_example_adapters(model, [scaled, "a"]).__enter__()):
+        with pytest.raises(adaptkit.AdapterError, match=r"scales the residual by Σw/n = 0.5"):
+            enter()
+    assert adaptkit.active_adapter(model) == "c"
+    adaptkit.set_active_adapter(model, unit)  # Σw = n: the residual stays as it is
+    assert adaptkit.active_adapter(model) == unit
+
+
 # ---------------------------------------------------------------- nesting and refusals
 
 @pytest.mark.parametrize("make, match", [
@@ -293,6 +305,8 @@ def test_seq_bn_steps_that_need_the_residual_apart_are_refused(block, config, ma
     (lambda: Stack("a", Parallel("b", Average("c", Stack("a", "b")))), "too deep"),
     (lambda: Stack(), "at least one"),
     (lambda: Average("a", "b", weights=[1]), "2 numeric weights"),
+    (lambda: Average("a", "b", weights=[1, -1]), "sum to 0 .* normalize_weights=False"),
+    (lambda: Fuse("a", Stack("b", "a")), "fuses 'a' twice"),
 ])
 def test_nestings_adapterhub_refuses_are_refused_by_name(make, match):
     with pytest.raises(adaptkit.AdapterError, match=match):
@@ -317,6 +331,9 @@ def test_routing_refusals_name_the_problem_and_leave_the_model_as_it_was():
     with pytest.raises(adaptkit.AdapterError, match="Parallel copies the whole batch"):
         with adaptkit.per_example_adapters(model, [Parallel("a", "b"), "a"]):
             pass
+    adaptkit.add_fusion(model, Fuse("a", "b"), train_head=False, activate=False)
+    with pytest.raises(adaptkit.AdapterError, match="fusion 'a,b' fuses the same adapters in another order"):
+        adaptkit.set_active_adapter(model, Fuse("b", "a"))
 
 
 def test_a_composition_with_none_of_its_adapters_at_a_site_leaves_it_as_the_base():
