@@ -15,6 +15,10 @@ The fusion cases (every engine) train an AdapterFusion over the two adapters ins
 and head copy, with its value regularization collected in the forward, where sharded engines hold
 the value matrices whole) and make the same three checks, saving with ``save_fusion``.
 
+The mixed case (DDP) trains both adapters at once on mixed batches (``per_example_adapters``),
+where rank 0's half of the batch has no row for the second adapter: DDP with
+``find_unused_parameters=True``, as docs/distributed.md advises, and the same three checks.
+
 An engine that cannot run here (DeepSpeed not installed) is recorded as skipped with the reason.
 The misuse cases (DDP, FSDP2, ZeRO-3) check that each wrong order is refused by name, the model
 left as it was, or works on every rank.
@@ -27,10 +31,10 @@ left as it was, or works on every rank.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -49,10 +53,13 @@ import torch  # noqa: E402
 
 import adaptkit  # noqa: E402
 from benchmarks.real_size_configs import MODELS as REAL_SIZE_MODELS  # noqa: E402
+from glue_tasks.machine import machine_info  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "results" / "distributed.json"
 ENGINES = ("ddp", "fsdp2", "fsdp1", "fsdp1-orig-params", "zero2", "zero3")
 FUSE = adaptkit.Fuse("task", "other")
+#: each row's adapter in the mixed case: rank 0's half all "task", rank 1's half alternating
+MIXED_ROWS = ["task"] * 4 + ["task", "other"] * 2
 MODELS = ("bert", "llama")
 RANKS, GLOBAL_BATCH, LENGTH, STEPS, LR = 2, 8, 12, 4, 1e-2
 #: a gradient or value this close to the single-process one counts as equal (float32 sums in
@@ -88,16 +95,23 @@ def add_adapters(model: torch.nn.Module) -> None:
 
 
 def add_trained(model: torch.nn.Module, scenario: str) -> None:
-    """What trains in a scenario: the "task" adapter ("train"), or a fusion over both ("fusion")."""
+    """What trains in a scenario: the "task" adapter ("train"), a fusion over both ("fusion"), or
+    both adapters, each on its own rows of a mixed batch ("mixed")."""
     add_adapters(model)
     if scenario == "fusion":
         adaptkit.add_fusion(model, FUSE)
+    if scenario == "mixed":
+        adaptkit.set_trainable_adapters(model, ["task", "other"])
 
 
-def objective(model: torch.nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's loss, plus a fusion's value regularization, collected inside the value layers'
-    own calls (0 when no fusion trains)."""
-    with adaptkit.fusion_regularization() as regularization:
+def objective(model: torch.nn.Module, data: dict) -> torch.Tensor:
+    """The model's loss (each row on its own adapter where ``data["adapters"]`` names them), plus a
+    fusion's value regularization, collected inside the value layers' own calls (0 when no fusion trains)."""
+    data = dict(data)
+    rows = data.pop("adapters", None)
+    routing = (adaptkit.per_example_adapters(adaptkit.engines.unwrap(model), rows) if rows
+               else contextlib.nullcontext())
+    with adaptkit.fusion_regularization() as regularization, routing:
         loss = model(**data).loss
     return loss + regularization.total()
 
@@ -122,11 +136,12 @@ def worker(engine: str, model_name: str, out: Path, steps: int, scenario: str = 
     model = build_model(model_name)
     add_trained(model, scenario)
     vocab = model.config.vocab_size
-    batches = [batch(GLOBAL_BATCH, seed=100 + step, vocab=vocab) for step in range(steps)]
+    rows = {"adapters": MIXED_ROWS} if scenario == "mixed" else {}
+    batches = [batch(GLOBAL_BATCH, seed=100 + step, vocab=vocab) | rows for step in range(steps)]
     reference = reference_gradients(model, batches[0]) if rank == 0 else None
     initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     model.train()
-    wrapped, optimizer, step_fn = wrap(engine, model)
+    wrapped, optimizer, step_fn = wrap(engine, model, find_unused=scenario == "mixed")
     local = GLOBAL_BATCH // world
     times, gradient_delta = [], None
     for step, data in enumerate(batches):
@@ -270,15 +285,16 @@ def reference_gradients(model: torch.nn.Module, data: dict) -> dict[str, torch.T
     return {n: p.grad.detach().clone() for n, p in twin.named_parameters() if p.requires_grad}
 
 
-def wrap(engine: str, model: torch.nn.Module):
-    """The engine's model, an optimizer over what trains, and how to run backward."""
+def wrap(engine: str, model: torch.nn.Module, find_unused: bool = False):
+    """The engine's model, an optimizer over what trains, and how to run backward (DDP: with
+    ``find_unused_parameters`` when a rank's batch may leave an adapter out)."""
     import torch.distributed as dist
 
     def backward(loss):
         loss.backward()
 
     if engine == "ddp":
-        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused)
         return wrapped, torch.optim.SGD([p for p in wrapped.parameters() if p.requires_grad], lr=LR), backward
     if engine == "fsdp2":
         from torch.distributed.device_mesh import init_device_mesh
@@ -462,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = [(engine, model_name, args.steps, "train") for engine in engines for model_name in models]
     grid += [("fsdp2", "bert-base", 1, "train")] if args.real_size else []
     grid += [(engine, "bert", args.steps, "fusion") for engine in engines]
+    grid += [("ddp", "bert", args.steps, "mixed")] if "ddp" in engines else []
     with tempfile.TemporaryDirectory() as work:
         for engine, model_name, steps, scenario in grid:
             reason = skip_reason(engine)
@@ -483,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python benchmarks/distributed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU only, gloo",
+        "machine": machine_info() | {"backend": "gloo"},
         "load_average": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "versions": _versions(), "ranks": RANKS, "global_batch": GLOBAL_BATCH, "steps": args.steps,
         "tolerance": TOLERANCE, "cases": cases, "misuse": misuse,

@@ -47,6 +47,15 @@ def test_two_ranks_train_a_fusion_like_one_process_and_save_what_one_process_loa
     assert case["load_logits_max_delta"] <= 1e-6 and case["trained_tensors"] == 22
 
 
+def test_ddp_trains_two_adapters_on_mixed_batches_where_one_rank_lacks_an_adapters_rows(tmp_path):
+    """per_example_adapters under DDP with find_unused_parameters=True: rank 0's rows are all "task",
+    so "other" gets no gradient there; both adapters (28 tensors each) still get one process's gradients."""
+    case = distributed.run_case("ddp", "bert", steps=3, work=tmp_path, scenario="mixed")
+    assert case["passed"], case
+    assert case["gradient_max_delta"] <= 1e-6 and case["rank_max_delta"] == 0.0
+    assert case["load_logits_max_delta"] <= 1e-6 and case["trained_tensors"] == 56
+
+
 @pytest.mark.parametrize("engine", distributed.MISUSE_ENGINES)
 def test_wrong_orders_are_refused_by_name_or_work_on_every_rank(engine, tmp_path):
     case = distributed.run_misuse(engine, tmp_path)
