@@ -143,3 +143,20 @@ def test_readme_quotes_the_first_results_time_and_load_and_the_small_data_benchm
     table = json.loads((README.parent / "benchmarks" / "results" / "small_data_defaults.json").read_text())["table"]
     for runs in table["300"].values():
         assert " / ".join(f"{100 * runs[seed]['score']:.1f}" for seed in sorted(runs)) in text
+
+
+def test_readme_fusion_table_quotes_the_committed_fusion_summary():
+    """Each target's row in the README's AdapterFusion table carries benchmarks/results/fusion/summary.json's
+    means, spreads, seed count, paired difference with its interval, and verdict."""
+    summary = json.loads((README.parent / "benchmarks" / "results" / "fusion" / "summary.json").read_text())
+    rows = {line.split("|")[1].strip(): line for line in map(str.strip, README.read_text(encoding="utf-8").splitlines())
+            if line.startswith("| ") and line.count("|") >= 6}
+    for target in summary["targets"]:
+        row = rows[{"rte": "RTE", "mrpc": "MRPC"}[target["task"]]]
+        for cell in (target["adapter"], target["fusion"]):
+            assert f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}" in row
+        diff = target["fusion_minus_adapter"]
+        assert not diff["partial"], "the README table is for the complete 3-seed grid"
+        assert f"{diff['difference']:+.1f} [{diff['low']:+.1f}, {diff['high']:+.1f}]" in row
+        assert target["verdict"].split(" (")[0] in row
+    assert not summary["missing"]
