@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     from efficiency import ADAPTERHUB_REQUIREMENTS, ensure_venv
 
     from adaptkit.atomic import write_json_atomic
+    from glue_tasks.machine import machine_info
 
     python = ensure_venv(args.venv)
     work = args.output_dir or Path(tempfile.mkdtemp(prefix="adapterhub-compat-"))
@@ -328,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(args.output, {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/adapterhub_compat.py", *(argv or sys.argv[1:])]),
+        "machine": machine_info(),
         "adapterhub": ADAPTERHUB_REQUIREMENTS, "size": {"name": args.size, **SIZES[args.size]},
         "settings": {"batch": BATCH, "length": LENGTH, "train_steps": STEPS, "attn_implementation": "eager",
                      "cases": {c: {"config": CASES[c][0], "kwargs": CASES[c][1], "head": CASES[c][2],
