@@ -160,6 +160,9 @@ def test_parallel_runs_each_child_on_its_copy_of_the_batch():
     together = run(model, inputs, Parallel("a", Stack("b", "c")))
     assert together.shape[0] == 2 * inputs["input_ids"].shape[0]
     torch.testing.assert_close(together, torch.cat([run(model, inputs, "a"), run(model, inputs, Stack("b", "c"))]))
+    average = Average("b", "c", weights=[0.3, 0.7])
+    torch.testing.assert_close(run(model, inputs, Parallel(average, "a")),
+                               torch.cat([run(model, inputs, average), run(model, inputs, "a")]))
     labels = torch.tensor([0, 1])
     with adaptkit.using(model, Parallel("a", "b")):  # labels are copied with the batch
         assert model(**inputs, labels=labels).loss.isfinite()
@@ -358,8 +361,10 @@ def test_mixed_batch_with_compositions_matches_each_alone(placement, own_copies)
             for entry in [*get_state(model).adapters.values(), *get_state(model).fusions.values()]:
                 for param in entry.task_values().values():
                     param.add_(torch.randn_like(param) * 0.2)
-    inputs = tiny_inputs(model, batch=4)
-    routes = [Stack("a", "b"), "c", None, Fuse("a", "b")]
+    average = (Average("b", "c", weights=[0.3, 0.7]) if placement == "houlsby"  # SeqBn: only Σw = n runs
+               else Average("b", "c", weights=[0.6, 1.4], normalize_weights=False))
+    routes = [Stack("a", "b"), "c", None, Fuse("a", "b"), average, Stack("a", average)]
+    inputs = tiny_inputs(model, batch=len(routes))
     with adaptkit.per_example_adapters(model, routes):
         mixed = outputs(model, inputs)
     for row, routing in enumerate(routes):
