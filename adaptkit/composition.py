@@ -9,7 +9,8 @@ a SeqBn site (``RenormSlot``: the LayerNorm of ``h + x``; GPT-2's block output) 
 ``h`` and the adapter reads ``LN(h + x)``. There adaptkit sees only the sum ``h + x``, so it carries
 every residual-side tensor shifted by ``x``; steps that would need ``x`` on its own (AdapterHub's
 Average, which scales the residual by Σw/n; a second ``pre_forward`` of an already normalised
-state, as a Stack nested in a Fuse, Parallel or Average does) are refused, naming the block.
+state, as a Stack nested in a Fuse, Parallel or Average does) are refused, naming the block (an
+Average's weights when it is routed, ``refuse_scaled_average``; the rest here, per site).
 """
 
 from __future__ import annotations
@@ -138,19 +139,16 @@ def _average(site: Site, block: Average, state: State, level: int) -> State:
         missing = [c for c, o in zip(block.children, outputs) if o is None]
         raise AdapterError(f"{block!r}: {missing!r} have no adapter at this site; AdapterHub's Average needs every "
                            "child at each site it averages (add the adapters with the same placement and layers)")
-    if site.sums and scales_residual(block):
-        refuse_scaled_average(block)
     hidden = sum(w * o.hidden for w, o in zip(block.weights, outputs)) / len(outputs)
     return replace(state, hidden=hidden, up=None, last=outputs[-1].last, normalised=False)
 
 
-def scales_residual(block: Average) -> bool:
-    """AdapterHub's Average multiplies the residual by Σw/n, which is not 1 for every weighting."""
-    return abs(sum(block.weights) / len(block.weights) - 1.0) > 1e-12
-
-
 def refuse_scaled_average(block: Average) -> None:
-    _refuse_shift(block, f"AdapterHub's Average scales the residual by Σw/n = {sum(block.weights) / len(block.weights):g}")
+    """For an Average at SeqBn sites (``model.check_composition`` calls it when the block is routed):
+    AdapterHub's Average multiplies the residual by Σw/n, which a SeqBn site cannot tell apart from the output."""
+    scale = sum(block.weights) / len(block.weights)
+    if abs(scale - 1.0) > 1e-12:
+        _refuse_shift(block, f"AdapterHub's Average scales the residual by Σw/n = {scale:g}")
 
 
 def _refuse_shift(block: Composition, why: str) -> None:

@@ -27,7 +27,7 @@ from .errors import AdapterError
 from .head import ClassificationHead, HeadSlot
 from .layer import AdapterSlot, BottleneckAdapter, ModuleHook, RenormSlot, RoutedForward, SumSlot, TaskSlot, repeat_rows
 from .params import SLOT_ATTR, TASK_ATTR, BaseParameters, base_parameters
-from .routing import Average, Composition, Fuse, Routing, RowGroups, fuses_in, routed_names
+from .routing import Average, Composition, Fuse, Routing, RowGroups, blocks_in, fuses_in, routed_names
 from .state import STATE_ATTR, AdapterEntry, AdapterState, get_state, in_backward
 from .targets import HEAD, SEQ_POST_LN, SEQ_PRE_LN, Site, norms_below_adapters, resolve_sites
 
@@ -79,7 +79,8 @@ def check_composition(model: nn.Module, state: AdapterState, block: Composition)
                            "sit on different modules. Compose adapters added with one placement")
     missing = [f for f in fuses_in(block) if f.name not in state.fusions]
     if missing:
-        reordered = [name for name in state.fusions if sorted(name.split(",")) == sorted(missing[0].name.split(","))]
+        reordered = [name for name, entry in state.fusions.items()
+                     if sorted(entry.block.fused()) == sorted(missing[0].fused())]
         raise AdapterError(f"{missing[0]!r} has no fusion layers on this model"
                            + (f"; fusion {reordered[0]!r} fuses the same adapters in another order, and the order "
                               "counts (it is the fusion's name): route that one" if reordered else "")
@@ -91,20 +92,13 @@ def check_composition(model: nn.Module, state: AdapterState, block: Composition)
 
 
 def _refuse_scaled_average_on_sums(state: AdapterState, block: Composition) -> None:
-    """Before any forward: an Average whose weights scale the residual cannot run where the slot sees
-    the sub-layer's output and residual summed (``composition._average`` checks again per site)."""
-    for average in (b for b in _blocks_in(block) if isinstance(b, Average)):
-        summing = any(SLOT_CLASSES.get(site.kind, AdapterSlot).sums
-                      for name in average.flatten() for site in state.adapters[name].sites)
-        if summing and composition.scales_residual(average):
+    """When routed, before any forward: an Average whose weights scale the residual cannot run where
+    the slot sees the sub-layer's output and residual summed (the adapters of one composition share
+    their placement, so their sites are all of one kind)."""
+    for average in blocks_in(block, Average):
+        if any(SLOT_CLASSES.get(site.kind, AdapterSlot).sums
+               for name in average.flatten() for site in state.adapters[name].sites):
             composition.refuse_scaled_average(average)
-
-
-def _blocks_in(block: Composition) -> Iterator[Composition]:
-    yield block
-    for child in block.children:
-        if isinstance(child, Composition):
-            yield from _blocks_in(child)
 
 
 def add_adapter(model: nn.Module, config: AdapterConfig | None = None, name: str = "default",

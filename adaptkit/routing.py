@@ -11,7 +11,7 @@ read it on every call, so two threads with different adapters share one model an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeVar, Union
 
 import torch
 
@@ -142,16 +142,20 @@ class Fuse(Composition):
 
     def __init__(self, *children: Union[str, Composition]) -> None:
         super().__init__(*children)
-        names = [c if isinstance(c, str) else c.last() for c in children]
+        names = self.fused()
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise AdapterError(f"Fuse{tuple(names)!r} fuses {twice[0]!r} twice: the attention would weigh one "
+            raise AdapterError(f"Fuse{names!r} fuses {twice[0]!r} twice: the attention would weigh one "
                                "adapter's output as two; name each adapter once")
+
+    def fused(self) -> tuple[str, ...]:
+        """The adapters whose outputs the fusion attends over: each child's last adapter."""
+        return tuple(c if isinstance(c, str) else c.last() for c in self.children)
 
     @property
     def name(self) -> str:
-        """AdapterHub's name of the fusion: the children's last adapters, joined by commas."""
-        return ",".join(c if isinstance(c, str) else c.last() for c in self.children)
+        """AdapterHub's name of the fusion: the fused adapters, joined by commas."""
+        return ",".join(self.fused())
 
 
 class Parallel(Composition):
@@ -221,6 +225,7 @@ def _check_depth(block: Composition, level: int) -> None:
 
 
 Routing = Union[str, Composition, RowGroups, None]
+Block = TypeVar("Block", bound=Composition)
 
 
 def routed_names(routing: Routing) -> tuple[str, ...]:
@@ -230,14 +235,19 @@ def routed_names(routing: Routing) -> tuple[str, ...]:
     return () if routing is None else (routing,)
 
 
-def fuses_in(routing: Routing) -> tuple[Fuse, ...]:
-    """The Fuse blocks a routing runs, each once."""
+def blocks_in(routing: Routing, kind: type[Block]) -> tuple[Block, ...]:
+    """The blocks of type ``kind`` a routing runs, at any depth, each once."""
     if isinstance(routing, RowGroups):
-        return tuple(dict.fromkeys(f for r, _ in routing.groups for f in fuses_in(r)))
+        return tuple(dict.fromkeys(b for r, _ in routing.groups for b in blocks_in(r, kind)))
     if not isinstance(routing, Composition):
         return ()
-    inner = tuple(f for c in routing.children for f in fuses_in(c))
-    return tuple(dict.fromkeys(((routing,) if isinstance(routing, Fuse) else ()) + inner))
+    inner = tuple(b for c in routing.children for b in blocks_in(c, kind))
+    return tuple(dict.fromkeys(((routing,) if isinstance(routing, kind) else ()) + inner))
+
+
+def fuses_in(routing: Routing) -> tuple[Fuse, ...]:
+    """The Fuse blocks a routing runs, each once."""
+    return blocks_in(routing, Fuse)
 
 
 def copy_owner(routing: Union[str, Composition, None]) -> Union[str, Parallel, None]:
