@@ -68,9 +68,7 @@ def save_adapter(model: nn.Module, directory: str | Path, name: str | None = Non
     engine = None if state_dict is not None else sharded_by(model)
     collective = engine is not None
     with whole_tensors(model, outer, state_dict, engine) as tensor:
-        tensors = {key: tensor(param_name) for key, param_name in adapter_tensor_names(name, entry).items()}
-        tensors = {k: v.detach().to("cpu", dtype=file_dtype if v.is_floating_point() else v.dtype).contiguous().clone()
-                   for k, v in tensors.items()}
+        tensors = file_tensors(adapter_tensor_names(name, entry), tensor, file_dtype)
         base_model = describe_base(model, state.base, tensor)
     if writes_here(collective):
         trained = next((p.dtype for m in entry.site_modules.values() for p in m.parameters()), None)
@@ -103,6 +101,16 @@ def adapter_tensor_names(name: str, entry: AdapterEntry, kind: str = "adapter") 
         for key in _own_keys(own):
             names[f"task:{_dotted(owner, key)}"] = _dotted(owner, TASK_ATTR, "values", name, key)
     return names
+
+
+def file_tensors(names: dict[str, str], tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Each file key's tensor whole (``tensor``: from ``whole_tensors``), as its own contiguous CPU
+    copy, floating ones in ``dtype``. A copy: a gathered shard's storage is freed after the gather."""
+    copies = {}
+    for key, param_name in names.items():
+        value = tensor(param_name).detach()
+        copies[key] = value.to("cpu", dtype=dtype if value.is_floating_point() else value.dtype).contiguous().clone()
+    return copies
 
 
 def _own_keys(module: nn.Module) -> list[str]:

@@ -24,7 +24,7 @@ from .adapterhub import (FUSION_CONFIG, HEAD_CONFIG, HEAD_WEIGHTS, LOCATIONS, SA
                          _head_spec, _head_tensors, _load_tensors, _read_json, places)
 from .atomic import sha256_file
 from .checkpoint import (FUSION_CONFIG_NAME, FUSION_WEIGHTS_NAME, _read_tensors, adapter_tensor_names,
-                         check_fingerprint, check_structure, describe_base, write_checkpoint)
+                         check_fingerprint, check_structure, describe_base, file_tensors, write_checkpoint)
 from .config import AdapterConfig, FusionConfig
 from .engines import barrier_if, refuse_sharded, sharded_by, unwrap, whole_tensors, writes_here
 from .errors import AdapterError, AdapterConfigError, CheckpointError
@@ -46,10 +46,10 @@ def adapter_hash(state: AdapterState, name: str, tensor) -> str:
     keyed as in its file; ``tensor``: from ``whole_tensors``) as float32, in key order: equal
     exactly when the adapter computes the same."""
     digest = hashlib.sha256()
-    for key, param in sorted(adapter_tensor_names(name, state.adapters[name]).items()):
+    for key, value in sorted(file_tensors(adapter_tensor_names(name, state.adapters[name]), tensor,
+                                          torch.float32).items()):
         digest.update(key.encode())
-        # a copy: numpy would pin a gathered tensor's storage, which FSDP frees afterwards
-        digest.update(tensor(param).detach().to("cpu", torch.float32, copy=True).contiguous().numpy().tobytes())
+        digest.update(value.numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -68,8 +68,7 @@ def save_fusion(model: nn.Module, directory: str | Path, block: Fuse | str) -> P
     entry, directory = state.fusions[name], Path(directory)
     engine = sharded_by(model)
     with whole_tensors(model, outer, None, engine) as tensor:
-        tensors = {key: tensor(param) for key, param in adapter_tensor_names(name, entry, "fusion").items()}
-        tensors = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()}
+        tensors = file_tensors(adapter_tensor_names(name, entry, "fusion"), tensor, torch.float32)
         hashes = {n: adapter_hash(state, n, tensor) for n in entry.block.flatten()}
         base_model = describe_base(model, state.base, tensor)
     if writes_here(engine is not None):
